@@ -1,0 +1,51 @@
+"""Cadenza's trio layer around :mod:`cadenza.protocol`: dial, accept, channels, requests."""
+
+from ._connection import (
+    HANDSHAKE_TIMEOUT,
+    IDLE_TIMEOUT,
+    KEEPALIVE_INTERVAL,
+    REQUEST_TIMEOUT,
+    Bulk,
+    Channel,
+    Handler,
+    Identity,
+    Item,
+    PeerConnection,
+    Verifier,
+)
+from ._dial import connect, open_connection
+from ._errors import (
+    ChannelEnded,
+    ChannelReset,
+    ConnectionLost,
+    HandshakeFailed,
+    NetError,
+    RequestError,
+    RequestFailed,
+)
+from ._serve import OnConnection, serve_connections
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "KEEPALIVE_INTERVAL",
+    "REQUEST_TIMEOUT",
+    "Bulk",
+    "Channel",
+    "ChannelEnded",
+    "ChannelReset",
+    "ConnectionLost",
+    "Handler",
+    "HandshakeFailed",
+    "Identity",
+    "Item",
+    "NetError",
+    "OnConnection",
+    "PeerConnection",
+    "RequestError",
+    "RequestFailed",
+    "Verifier",
+    "connect",
+    "open_connection",
+    "serve_connections",
+]

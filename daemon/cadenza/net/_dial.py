@@ -1,0 +1,107 @@
+"""Opening connections: dial, handshake, authenticate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import trio
+
+from cadenza.protocol import connection as sansio
+
+from ._connection import Handler, Identity, PeerConnection, Verifier
+from ._errors import HandshakeFailed
+
+# TCP connect (including Happy Eyeballs across addresses); the handshake has its own deadline.
+CONNECT_TIMEOUT: Final = 10.0
+
+
+async def connect(
+    nursery: trio.Nursery,
+    host: str,
+    port: int,
+    *,
+    identity: Identity,
+    remote_static: bytes | None = None,
+    verify: Verifier | None = None,
+    handler: Handler | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+) -> PeerConnection:
+    """Dial ``host:port`` and run the connection in ``nursery``; returns once authenticated.
+
+    ``remote_static`` (the responder's known Noise key) selects the 1-RTT IK handshake
+    and pins the peer's identity; without it, XX (and ``verify`` decides).
+    Raises :class:`HandshakeFailed` if the peer is unreachable or either side refuses.
+    """
+    try:
+        with trio.fail_after(connect_timeout):
+            stream = await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
+        raise HandshakeFailed(f"cannot reach {host}:{port}: timed out") from None
+    except OSError as exc:
+        raise HandshakeFailed(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+    conn = PeerConnection(
+        stream,
+        sansio.Connection(
+            sansio.Role.INITIATOR,
+            identity.static,
+            remote_static=remote_static,
+            payload=identity.payload,
+        ),
+        handler=handler,
+        verify=verify,
+    )
+    try:
+        result: PeerConnection = await nursery.start(conn.run)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return result
+
+
+@asynccontextmanager
+async def _single_errors() -> AsyncIterator[None]:
+    """Raise a lone error out of the connection's nursery as itself, not as a group of one.
+
+    The connection's own tasks never raise (they record the error and close), so a group
+    here holds the caller's error (or HandshakeFailed) alone.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+@asynccontextmanager
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    identity: Identity,
+    remote_static: bytes | None = None,
+    verify: Verifier | None = None,
+    handler: Handler | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+) -> AsyncIterator[PeerConnection]:
+    """``async with open_connection(...) as conn:``; graceful close on exit, abrupt on error."""
+    async with _single_errors(), trio.open_nursery() as nursery:
+        conn = await connect(
+            nursery,
+            host,
+            port,
+            identity=identity,
+            remote_static=remote_static,
+            verify=verify,
+            handler=handler,
+            connect_timeout=connect_timeout,
+        )
+        try:
+            yield conn
+        except BaseException:
+            conn.abort("closed after an error")
+            raise
+        else:
+            await conn.aclose()

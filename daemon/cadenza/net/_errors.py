@@ -1,0 +1,48 @@
+"""Domain errors of the trio layer: transport errors never leak out raw."""
+
+from __future__ import annotations
+
+from cadenza.protocol.errors import ErrorCode
+
+
+class NetError(Exception):
+    """Base class of everything cadenza.net raises."""
+
+
+class HandshakeFailed(NetError):
+    """No connection: the peer is unreachable, timed out, or one side refused the other."""
+
+
+class ConnectionLost(NetError):
+    """The connection ended (peer vanished, protocol error, idle timeout, or closed)."""
+
+
+class ChannelReset(NetError):
+    """The peer (or we) abandoned this channel; ``code`` says why."""
+
+    def __init__(self, code: ErrorCode, reason: str = "") -> None:
+        super().__init__(f"channel reset ({code.name}){': ' + reason if reason else ''}")
+        self.code = code
+        self.reason = reason
+
+
+class ChannelEnded(NetError):
+    """receive() on a channel the peer has finished sending on."""
+
+
+class RequestFailed(NetError):
+    """The peer answered a request with an error reply."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+class RequestError(Exception):
+    """Raised by a request handler: the requester gets an ErrorReply with this code and message."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message

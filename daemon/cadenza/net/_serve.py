@@ -1,0 +1,65 @@
+"""Accepting connections."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from cadenza.protocol import connection as sansio
+
+from ._connection import Handler, Identity, PeerConnection, Verifier
+from ._errors import ConnectionLost, HandshakeFailed
+
+log = logging.getLogger("cadenza.net")
+
+OnConnection = Callable[[PeerConnection], Awaitable[None]]
+"""Runs for the life of each authenticated connection (cancelled when it closes)."""
+
+
+async def serve_connections(
+    handler: Handler,
+    *,
+    identity: Identity,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    verify: Verifier | None = None,
+    on_connection: OnConnection | None = None,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host:port`` and serve every connection until cancelled.
+
+    ``started`` with the listeners (their ``socket.getsockname()`` tells the port
+    when ``port`` is 0). A peer that fails the handshake or ``verify`` is logged
+    and dropped; it never reaches ``handler`` or ``on_connection``.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        conn = PeerConnection(
+            stream,
+            sansio.Connection(sansio.Role.RESPONDER, identity.static, payload=identity.payload),
+            handler=handler,
+            verify=verify,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(conn.run)
+                if on_connection is not None:
+                    nursery.start_soon(_watch, conn, on_connection)
+        except HandshakeFailed as exc:
+            log.info("refused connection from %s: %s", conn.remote_address, exc)
+        except ConnectionLost as exc:
+            log.debug("connection from %s lost: %s", conn.remote_address, exc)
+        finally:
+            conn.abort("server shutting down")
+
+    await trio.serve_listeners(serve_one, listeners, task_status=task_status)
+
+
+async def _watch(conn: PeerConnection, on_connection: OnConnection) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(on_connection, conn)
+        await conn.wait_closed()
+        nursery.cancel_scope.cancel()
