@@ -157,7 +157,7 @@ def test_valid_handshake_accepts_all_buffer_types() -> None:
 @FUZZ_SETTINGS
 @given(data=st.binary(max_size=300))
 def test_arbitrary_transport_bytes(data: bytes) -> None:
-    initiator, responder = handshake()
+    _, responder = handshake()
     with pytest.raises(RemoteProtocolError):
         responder.decrypt(data)
 
@@ -274,22 +274,28 @@ def test_rekey_on_one_side_breaks_decryption() -> None:
 
 
 def test_transport_rekeys_both_directions_at_the_interval() -> None:
-    initiator, responder = handshake()
+    key_ab, key_ba = bytes(range(32)), bytes(range(32, 64))
+    a_send, a_receive = CipherState(key_ab), CipherState(key_ba)
+    b_send, b_receive = CipherState(key_ba), CipherState(key_ab)
     # Start just short of the interval on all four cipher states.
-    for transport in (initiator, responder):
-        for cipher in (transport._send, transport._receive):
-            cipher.set_nonce(REKEY_INTERVAL - 2)
-    reference = CipherState(initiator._send._key)  # the key before the rekey
-    reference.set_nonce(REKEY_INTERVAL)
+    for cipher in (a_send, a_receive, b_send, b_receive):
+        cipher.set_nonce(REKEY_INTERVAL - 2)
+    a, b = NoiseTransport(a_send, a_receive), NoiseTransport(b_send, b_receive)
+    old_key, new_key = CipherState(key_ab), CipherState(key_ab)
+    new_key.rekey()
+    old_key.set_nonce(REKEY_INTERVAL)
+    new_key.set_nonce(REKEY_INTERVAL)
+
     for i in range(5):
-        for sender, receiver in ((initiator, responder), (responder, initiator)):
+        for sender, receiver in ((a, b), (b, a)):
             payload = f"message {i}".encode()
             message = sender.encrypt(payload)
             assert receiver.decrypt(message) == payload
-            if i == 2 and sender is initiator:
-                # Nonce REKEY_INTERVAL under the old key would have produced this:
-                assert message != reference.encrypt_with_ad(b"", payload)
-    assert initiator._send.n == REKEY_INTERVAL + 3
+            if i == 2 and sender is a:
+                # The first message at nonce REKEY_INTERVAL is under the new key.
+                assert message != old_key.encrypt_with_ad(b"", payload)
+                assert message == new_key.encrypt_with_ad(b"", payload)
+    assert a_send.n == b_receive.n == REKEY_INTERVAL + 3
 
 
 def test_rekey_without_key_is_misuse() -> None:

@@ -57,7 +57,9 @@ def _side(vector: dict[str, Any], prefix: str, *, initiator: bool) -> HandshakeS
 def test_vector(vector: dict[str, Any]) -> None:
     initiator = _side(vector, "init", initiator=True)
     responder = _side(vector, "resp", initiator=False)
-    messages = [(bytes.fromhex(m["payload"]), bytes.fromhex(m["ciphertext"])) for m in vector["messages"]]
+    messages = [
+        (bytes.fromhex(m["payload"]), bytes.fromhex(m["ciphertext"])) for m in vector["messages"]
+    ]
 
     # Handshake: messages alternate, initiator first.
     sender, receiver = initiator, responder
@@ -75,11 +77,13 @@ def test_vector(vector: dict[str, Any]) -> None:
 
     # Transport: the vectors keep alternating, except that one-way patterns only
     # ever send from initiator to responder.
-    one_way = index == 1
-    assert index < len(messages), "vector has no transport messages to check"
+    handshake_length = index
+    one_way = handshake_length == 1
+    assert handshake_length < len(messages), "vector has no transport messages to check"
     i_send, i_receive = initiator.split()
     r_send, r_receive = responder.split()
-    for index, (payload, expected) in enumerate(messages[index:], start=index):
+    for index in range(handshake_length, len(messages)):
+        payload, expected = messages[index]
         send: CipherState
         receive: CipherState
         if one_way or index % 2 == 0:

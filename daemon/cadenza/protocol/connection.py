@@ -42,6 +42,8 @@ MAX_CHANNELS: Final = 256
 MAX_QUEUED: Final = 64 * 1024 * 1024
 # Unparsed received bytes; a well-behaved reader drains after every read.
 MAX_RECEIVE_BUFFER: Final = 4 * 1024 * 1024
+# Remote channel ids remembered after they close (late frames are dropped, not reopened).
+_REMEMBER_CLOSED: Final = 4096
 # Compact the receive buffer once this much has been consumed from its front.
 _COMPACT_AT: Final = 256 * 1024
 
@@ -216,6 +218,11 @@ class Connection:
         self._channels: dict[int, _Channel] = {}
         self._next_local = 1 if role is Role.INITIATOR else 2
         self._highest_remote = 0
+        # Ids of the peer's channels that ended, so late frames are not taken for new channels.
+        # The scheduler may send a later channel's first frame before an earlier one's, so ids
+        # alone cannot tell; a reset races at most one window of frames, so recent is enough.
+        self._recently_closed: set[int] = set()
+        self._closed_order: deque[int] = deque()
         self._remote_open = 0
         self.goaway_sent = False
         self.goaway_received = False
@@ -415,13 +422,14 @@ class Connection:
                 if cid == 0 or cid >= self._next_local:
                     raise RemoteProtocolError(f"DATA on channel {cid} that we never opened")
                 return  # our channel, already closed or reset: late data is dropped
-            if cid <= self._highest_remote:
-                return  # the peer's channel we already closed or reset
-            self._highest_remote = cid
+            if cid in self._recently_closed:
+                return  # the peer's channel we already closed or reset: late data is dropped
+            self._highest_remote = max(self._highest_remote, cid)
             if self._remote_open >= MAX_CHANNELS or self.goaway_sent:
                 why = "shutting down" if self.goaway_sent else "too many channels"
                 code = ErrorCode.REFUSED if self.goaway_sent else ErrorCode.TOO_MANY_CHANNELS
                 self._sched.push_urgent(fr.reset(cid, code, why))
+                self._remember_closed(cid)
                 return
             ch = _Channel(SendChannel(cid, INITIAL_WINDOW), _RecvChannel(), local=False)
             self._channels[cid] = ch
@@ -512,12 +520,8 @@ class Connection:
             raise RemoteProtocolError("RESET without a code")
         code = fr.parse_code(payload[0])
         reason = fr.parse_reason(payload[1:])
-        ch = self._channels.pop(cid, None)
-        if ch is None:
+        if self._remove(cid) is None:
             return
-        self._sched.drop(ch.send)
-        if not ch.local:
-            self._remote_open -= 1
         self._events.append(ChannelReset(cid, code, reason))
 
     def _on_ping(self, flags: int, cid: int, payload: memoryview) -> None:
@@ -541,9 +545,23 @@ class Connection:
     def _maybe_forget(self, cid: int) -> None:
         ch = self._channels.get(cid)
         if ch is not None and ch.recv.ended and ch.send.closed and not ch.send.queue:
-            del self._channels[cid]
-            if not ch.local:
-                self._remote_open -= 1
+            self._remove(cid)
+
+    def _remove(self, cid: int) -> _Channel | None:
+        ch = self._channels.pop(cid, None)
+        if ch is None:
+            return None
+        self._sched.drop(ch.send)
+        if not ch.local:
+            self._remote_open -= 1
+            self._remember_closed(cid)
+        return ch
+
+    def _remember_closed(self, cid: int) -> None:
+        self._recently_closed.add(cid)
+        self._closed_order.append(cid)
+        if len(self._closed_order) > _REMEMBER_CLOSED:
+            self._recently_closed.discard(self._closed_order.popleft())
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -607,12 +625,8 @@ class Connection:
         self, channel: int, code: ErrorCode = ErrorCode.CANCELLED, reason: str = ""
     ) -> None:
         """Abandon ``channel`` both ways; queued data for it is dropped. Idempotent."""
-        ch = self._channels.pop(channel, None)
-        if ch is None:
+        if self._remove(channel) is None:
             return
-        self._sched.drop(ch.send)
-        if not ch.local:
-            self._remote_open -= 1
         if self.state is State.OPEN:
             self._sched.push_urgent(fr.reset(channel, code, reason))
 
