@@ -198,7 +198,7 @@ def test_peer_overrunning_the_window_is_a_remote_error() -> None:
     cid = client.open_channel()
     # Bypass our own flow control to misbehave like a broken peer.
     client._channels[cid].send.window = 10 * INITIAL_WINDOW
-    for i in range(30):
+    for i in range(INITIAL_WINDOW // 16384 + 4):
         client.send_bulk(cid, BulkKind.OPAQUE, i, bytes(16384))
     server.receive_data(client.data_to_send(1 << 30))
     with pytest.raises(RemoteProtocolError) as info:
@@ -260,7 +260,12 @@ def test_eof_mid_message_is_a_remote_error() -> None:
 
 def test_too_many_channels_are_refused_not_fatal() -> None:
     client, server, _, _ = pair()
-    ids = [client.open_channel() for _ in range(MAX_CHANNELS + 3)]
+    ids = [client.open_channel() for _ in range(MAX_CHANNELS)]
+    assert not client.can_open_channel
+    with pytest.raises(LocalProtocolError):
+        client.open_channel()
+    client._local_open -= 3  # misbehave: go past the limit the peer enforces
+    ids += [client.open_channel() for _ in range(3)]
     for cid in ids:
         client.send_message(cid, Echo(b""))
     ec, es = pump(client, server)

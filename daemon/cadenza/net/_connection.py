@@ -34,6 +34,7 @@ from ._errors import (
     RequestError,
     RequestFailed,
 )
+from ._util import single_errors
 
 log = logging.getLogger("cadenza.net")
 
@@ -50,13 +51,13 @@ CLOSE_GRACE: Final = 5.0
 # One read from the socket; a few full transport messages.
 READ_SIZE: Final = 256 * 1024
 # One write to the socket. Small enough that a control message never waits behind much.
-WRITE_SIZE: Final = 128 * 1024
+WRITE_SIZE: Final = 64 * 1024
 # Unsent bytes the kernel may hold per socket: beyond this, urgency is decided by us, not by a
-# FIFO in the kernel (TCP_NOTSENT_LOWAT); 128 KiB keeps a 100 MB/s link busy for ~1 ms.
-NOTSENT_LOWAT: Final = 128 * 1024
+# FIFO in the kernel (TCP_NOTSENT_LOWAT); 64 KiB keeps a 100 MB/s link busy for ~0.6 ms.
+NOTSENT_LOWAT: Final = 64 * 1024
 TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 # A channel's sender waits while this much of its data is still queued.
-CHANNEL_SEND_BUFFER: Final = 256 * 1024
+CHANNEL_SEND_BUFFER: Final = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +232,7 @@ class PeerConnection:
     @asynccontextmanager
     async def open_channel(self, priority: int = Priority.CONTROL) -> AsyncIterator[Channel]:
         """A new channel; reset on exit unless both sides finished it."""
-        ch = self._new_local_channel(priority)
+        ch = await self._new_local_channel(priority)
         try:
             yield ch
         finally:
@@ -259,7 +260,7 @@ class PeerConnection:
 
     async def notify(self, msg: Message, *, priority: int = Priority.CONTROL) -> None:
         """One-way message (server push): no reply is expected."""
-        ch = self._new_local_channel(priority)
+        ch = await self._new_local_channel(priority)
         await ch.send(msg, end=True)
         # The peer's handler ends its side; we keep no state beyond the sans-IO channel.
         self._channels.pop(ch.id, None)
@@ -319,7 +320,7 @@ class PeerConnection:
         """Handshake, then serve until closed. ``started`` once the peer is authenticated."""
         try:
             _set_notsent_lowat(self._stream)
-            async with trio.open_nursery() as nursery:
+            async with single_errors(), trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
                 try:
@@ -405,6 +406,8 @@ class PeerConnection:
                     if ev is sansio.NEED_DATA:
                         break
                     self._dispatch(ev)
+                # Channels may have ended: whoever waits for a free channel slot looks again.
+                self._progress.unpark_all()
                 if conn.wants_write:
                     self._kick()
                 if eof or self._closed.is_set():
@@ -488,6 +491,10 @@ class PeerConnection:
                     self._shutdown(ConnectionLost(f"connection lost: {exc}"))
                     return
                 self._progress.unpark_all()
+                # Let the senders we just woke refill their queues before the scheduler picks
+                # the next frames; otherwise a fast link drains an urgent channel's queue and
+                # fills the gap with less urgent data while its producer never got to run.
+                await trio.lowlevel.checkpoint()
             self._progress.unpark_all()
 
     async def _keepalive_loop(self) -> None:
@@ -516,7 +523,11 @@ class PeerConnection:
         if self._sansio.wants_write:
             self._kick()
 
-    def _new_local_channel(self, priority: int) -> Channel:
+    async def _new_local_channel(self, priority: int) -> Channel:
+        while not self._sansio.can_open_channel and self._lost is None:
+            if self._sansio.goaway_received:
+                raise ConnectionLost("peer is going away: no new requests")
+            await self._progress.park()
         if self._lost is not None:
             raise self._lost
         try:

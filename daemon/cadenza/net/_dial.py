@@ -10,8 +10,16 @@ import trio
 
 from cadenza.protocol import connection as sansio
 
-from ._connection import Handler, Identity, PeerConnection, Verifier
+from ._connection import (
+    IDLE_TIMEOUT,
+    KEEPALIVE_INTERVAL,
+    Handler,
+    Identity,
+    PeerConnection,
+    Verifier,
+)
 from ._errors import HandshakeFailed
+from ._util import single_errors
 
 # TCP connect (including Happy Eyeballs across addresses); the handshake has its own deadline.
 CONNECT_TIMEOUT: Final = 10.0
@@ -27,6 +35,8 @@ async def connect(
     verify: Verifier | None = None,
     handler: Handler | None = None,
     connect_timeout: float = CONNECT_TIMEOUT,
+    keepalive: float = KEEPALIVE_INTERVAL,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> PeerConnection:
     """Dial ``host:port`` and run the connection in ``nursery``; returns once authenticated.
 
@@ -51,6 +61,8 @@ async def connect(
         ),
         handler=handler,
         verify=verify,
+        keepalive=keepalive,
+        idle_timeout=idle_timeout,
     )
     try:
         result: PeerConnection = await nursery.start(conn.run)
@@ -58,21 +70,6 @@ async def connect(
         await trio.aclose_forcefully(stream)
         raise
     return result
-
-
-@asynccontextmanager
-async def _single_errors() -> AsyncIterator[None]:
-    """Raise a lone error out of the connection's nursery as itself, not as a group of one.
-
-    The connection's own tasks never raise (they record the error and close), so a group
-    here holds the caller's error (or HandshakeFailed) alone.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
 
 
 @asynccontextmanager
@@ -85,9 +82,11 @@ async def open_connection(
     verify: Verifier | None = None,
     handler: Handler | None = None,
     connect_timeout: float = CONNECT_TIMEOUT,
+    keepalive: float = KEEPALIVE_INTERVAL,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> AsyncIterator[PeerConnection]:
     """``async with open_connection(...) as conn:``; graceful close on exit, abrupt on error."""
-    async with _single_errors(), trio.open_nursery() as nursery:
+    async with single_errors(), trio.open_nursery() as nursery:
         conn = await connect(
             nursery,
             host,
@@ -97,6 +96,8 @@ async def open_connection(
             verify=verify,
             handler=handler,
             connect_timeout=connect_timeout,
+            keepalive=keepalive,
+            idle_timeout=idle_timeout,
         )
         try:
             yield conn

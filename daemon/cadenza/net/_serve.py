@@ -9,8 +9,16 @@ import trio
 
 from cadenza.protocol import connection as sansio
 
-from ._connection import Handler, Identity, PeerConnection, Verifier
+from ._connection import (
+    IDLE_TIMEOUT,
+    KEEPALIVE_INTERVAL,
+    Handler,
+    Identity,
+    PeerConnection,
+    Verifier,
+)
 from ._errors import ConnectionLost, HandshakeFailed
+from ._util import single_errors
 
 log = logging.getLogger("cadenza.net")
 
@@ -26,6 +34,8 @@ async def serve_connections(
     port: int = 0,
     verify: Verifier | None = None,
     on_connection: OnConnection | None = None,
+    keepalive: float = KEEPALIVE_INTERVAL,
+    idle_timeout: float = IDLE_TIMEOUT,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve every connection until cancelled.
@@ -42,9 +52,11 @@ async def serve_connections(
             sansio.Connection(sansio.Role.RESPONDER, identity.static, payload=identity.payload),
             handler=handler,
             verify=verify,
+            keepalive=keepalive,
+            idle_timeout=idle_timeout,
         )
         try:
-            async with trio.open_nursery() as nursery:
+            async with single_errors(), trio.open_nursery() as nursery:
                 await nursery.start(conn.run)
                 if on_connection is not None:
                     nursery.start_soon(_watch, conn, on_connection)

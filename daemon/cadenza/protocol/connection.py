@@ -34,10 +34,13 @@ PROTOCOL_NAMES: Final = {
 }
 # Binds both sides to this protocol and version: a mismatch fails the handshake.
 PROLOGUE: Final = b"cadenza/1"
-# Per-channel credit: 256 KiB keeps a 40 ms WAN path at >6 MB/s per channel, far above audio.
-INITIAL_WINDOW: Final = 256 * 1024
-# Channels a peer may have open towards us at once; more are refused, not queued.
-MAX_CHANNELS: Final = 256
+# Per-channel credit. It must exceed what sits between the two applications (socket buffers
+# plus the bandwidth-delay product) or an urgent channel stalls on credit while less urgent
+# data fills the link; 512 KiB covers ~100 Mbit/s at 40 ms.
+INITIAL_WINDOW: Final = 512 * 1024
+# Channels a peer may have open towards us at once; more are refused, not queued. With the
+# window this bounds what a peer can make us buffer: 128 x 512 KiB.
+MAX_CHANNELS: Final = 128
 # The sum of all send queues; past this the caller is not applying backpressure.
 MAX_QUEUED: Final = 64 * 1024 * 1024
 # Unparsed received bytes; a well-behaved reader drains after every read.
@@ -224,6 +227,7 @@ class Connection:
         self._recently_closed: set[int] = set()
         self._closed_order: deque[int] = deque()
         self._remote_open = 0
+        self._local_open = 0
         self.goaway_sent = False
         self.goaway_received = False
         self.bytes_in = 0
@@ -552,7 +556,9 @@ class Connection:
         if ch is None:
             return None
         self._sched.drop(ch.send)
-        if not ch.local:
+        if ch.local:
+            self._local_open -= 1
+        else:
             self._remote_open -= 1
             self._remember_closed(cid)
         return ch
@@ -570,10 +576,13 @@ class Connection:
         self._require_open()
         if self.goaway_received:
             raise LocalProtocolError("peer is going away: no new channels")
+        if self._local_open >= MAX_CHANNELS:
+            raise LocalProtocolError(f"{MAX_CHANNELS} channels already open: wait for one to end")
         cid = self._next_local
         if cid > fr.MAX_CHANNEL_ID:
             raise LocalProtocolError("channel ids exhausted: open a new connection")
         self._next_local += 2
+        self._local_open += 1
         self._channels[cid] = _Channel(SendChannel(cid, INITIAL_WINDOW), _RecvChannel(), local=True)
         return cid
 
@@ -637,8 +646,8 @@ class Connection:
             return
         rc = ch.recv
         rc.unacked += nbytes
-        # Top up in batches: one WINDOW_UPDATE per quarter window, not per message.
-        if rc.unacked >= INITIAL_WINDOW // 4 and not rc.ended:
+        # Top up in batches: one WINDOW_UPDATE per eighth of a window, not per message.
+        if rc.unacked >= INITIAL_WINDOW // 8 and not rc.ended:
             rc.window += rc.unacked
             self._sched.push_urgent(fr.window_update(channel, rc.unacked))
             rc.unacked = 0
@@ -673,6 +682,11 @@ class Connection:
     @property
     def open_channels(self) -> int:
         return len(self._channels)
+
+    @property
+    def can_open_channel(self) -> bool:
+        """False while the peer's limit of open channels from us is reached."""
+        return self._local_open < MAX_CHANNELS and not self.goaway_received
 
     @property
     def wants_write(self) -> bool:
