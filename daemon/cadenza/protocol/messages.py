@@ -13,6 +13,7 @@ behind :data:`BULK_HEADER` (kind, index).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import struct
@@ -75,6 +76,10 @@ def register(type_id: int) -> Callable[[M], M]:
             raise TypeError(
                 f"message type {type_id} already taken by {_REGISTRY[type_id].__name__}"
             )
+        # Unsupported annotations fail here, at import, not in a peer's decode; a forward
+        # reference (e.g. a recursive record) cannot be resolved yet and is checked on first use.
+        with contextlib.suppress(NameError):
+            _fields(cls)
         cls.TYPE_ID = type_id
         _REGISTRY[type_id] = cls
         return cls
@@ -283,6 +288,10 @@ def _validator(tp: Any, where: str) -> _Validator:
 
         return check_tuple
     if origin is dict:
+        if args[0] not in (str, bytes):
+            # Decoding uses strict_map_key (no hash-flooding with exotic keys): such a map
+            # would encode but never decode.
+            raise TypeError(f"{where}: map keys must be str or bytes, not {args[0]!r}")
         key = _validator(args[0], where + "{key}")
         val = _validator(args[1], where + "{}")
 
