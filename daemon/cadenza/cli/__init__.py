@@ -1,1 +1,1 @@
-
+"""Command-line entry points: ``cadenza`` and ``cadenzad``."""
