@@ -444,3 +444,53 @@ async def test_error_reply_type_is_passed_through_for_streams() -> None:
             await ch.send(Echo(b"fail"), end=True)
             reply = await ch.receive()
             assert isinstance(reply, ErrorReply) and reply.code == "not-found"
+
+
+async def test_handshake_timeout_against_a_silent_listener() -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        with pytest.raises(net.HandshakeFailed, match="timed out"):
+            async with net.open_connection(
+                "127.0.0.1", port, identity=CLIENT, handshake_timeout=0.3
+            ):
+                pass
+        nursery.cancel_scope.cancel()
+
+
+async def test_abrupt_close_fails_pending_requests_on_both_sides() -> None:
+    handler_saw: list[str] = []
+    handler_started = trio.Event()
+    handler_done = trio.Event()
+
+    async def handler(conn: net.PeerConnection, ch: net.Channel) -> None:
+        await ch.receive()
+        handler_started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            handler_saw.append("cancelled")
+            handler_done.set()
+            raise
+
+    async with server(handler) as port:
+        async with net.open_connection("127.0.0.1", port, identity=CLIENT) as conn:
+            failure: list[BaseException] = []
+
+            async def ask() -> None:
+                try:
+                    await conn.request(Echo(b"wait"))
+                except net.ConnectionLost as exc:
+                    failure.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask)
+                await handler_started.wait()
+                conn.abort("pulling the plug")
+            assert len(failure) == 1 and "pulling the plug" in str(failure[0])
+        with trio.fail_after(5):
+            await handler_done.wait()
+    assert handler_saw == ["cancelled"]

@@ -12,10 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cadenza import net
-from cadenza.protocol import messages
+from cadenza.protocol.admission import Admitted, admit_peer, hello_payload
 from cadenza.protocol.certificate import CertificateIssuer, CertificateVerifier, fingerprint
-from cadenza.protocol.errors import RemoteProtocolError
-from cadenza.protocol.messages import BulkKind, Echo, Hello, Priority
+from cadenza.protocol.messages import BulkKind, Echo, Priority
 from cadenza.protocol.noise import KeyPair
 
 CHUNK = 16 * 1024
@@ -31,20 +30,15 @@ async def _demo(mb: int) -> None:
     service_key = Ed25519PrivateKey.generate()
     issuer = CertificateIssuer(service_key, OVERLAY)
     verifier = CertificateVerifier([issuer.public_key], OVERLAY)
-    service = net.Identity(KeyPair.generate(), messages.encode(Hello(agent="cadenza-demo-service")))
+    service = net.Identity(KeyPair.generate(), hello_payload("cadenza-demo-service"))
     speaker_static = KeyPair.generate()
     cert = issuer.issue(
         peer_id=os.urandom(16), noise_static=speaker_static.public, endpoint=None, now=time.time()
     )
-    speaker = net.Identity(
-        speaker_static, messages.encode(Hello(agent="cadenza-demo-speaker", certificate=cert))
-    )
+    speaker = net.Identity(speaker_static, hello_payload("cadenza-demo-speaker", certificate=cert))
 
-    def admit(remote_static: bytes, payload: bytes) -> object:
-        hello = messages.decode(payload)
-        if not isinstance(hello, Hello) or hello.certificate is None:
-            raise RemoteProtocolError("no membership certificate")
-        return verifier.verify(hello.certificate, noise_static=remote_static, now=time.time())
+    def admit(remote_static: bytes, payload: bytes) -> Admitted:
+        return admit_peer(payload, remote_static, verifier, now=time.time())
 
     data = os.urandom(CHUNK)
 

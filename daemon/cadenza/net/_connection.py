@@ -199,8 +199,10 @@ class PeerConnection:
         verify: Verifier | None,
         keepalive: float = KEEPALIVE_INTERVAL,
         idle_timeout: float = IDLE_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self._stream = stream
+        self._handshake_timeout = handshake_timeout
         self._sansio = sansio_conn
         self._handler = handler
         self._verify = verify
@@ -324,7 +326,7 @@ class PeerConnection:
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
                 try:
-                    with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    with trio.fail_after(self._handshake_timeout):
                         await self._handshake()
                 except trio.TooSlowError:
                     raise HandshakeFailed("handshake timed out") from None

@@ -11,6 +11,7 @@ import trio
 from cadenza.protocol import connection as sansio
 
 from ._connection import (
+    HANDSHAKE_TIMEOUT,
     IDLE_TIMEOUT,
     KEEPALIVE_INTERVAL,
     Handler,
@@ -37,6 +38,7 @@ async def connect(
     connect_timeout: float = CONNECT_TIMEOUT,
     keepalive: float = KEEPALIVE_INTERVAL,
     idle_timeout: float = IDLE_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> PeerConnection:
     """Dial ``host:port`` and run the connection in ``nursery``; returns once authenticated.
 
@@ -63,6 +65,7 @@ async def connect(
         verify=verify,
         keepalive=keepalive,
         idle_timeout=idle_timeout,
+        handshake_timeout=handshake_timeout,
     )
     try:
         result: PeerConnection = await nursery.start(conn.run)
@@ -84,6 +87,7 @@ async def open_connection(
     connect_timeout: float = CONNECT_TIMEOUT,
     keepalive: float = KEEPALIVE_INTERVAL,
     idle_timeout: float = IDLE_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> AsyncIterator[PeerConnection]:
     """``async with open_connection(...) as conn:``; graceful close on exit, abrupt on error."""
     async with single_errors(), trio.open_nursery() as nursery:
@@ -98,6 +102,7 @@ async def open_connection(
             connect_timeout=connect_timeout,
             keepalive=keepalive,
             idle_timeout=idle_timeout,
+            handshake_timeout=handshake_timeout,
         )
         try:
             yield conn

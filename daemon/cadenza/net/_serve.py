@@ -10,6 +10,7 @@ import trio
 from cadenza.protocol import connection as sansio
 
 from ._connection import (
+    HANDSHAKE_TIMEOUT,
     IDLE_TIMEOUT,
     KEEPALIVE_INTERVAL,
     Handler,
@@ -36,6 +37,7 @@ async def serve_connections(
     on_connection: OnConnection | None = None,
     keepalive: float = KEEPALIVE_INTERVAL,
     idle_timeout: float = IDLE_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve every connection until cancelled.
@@ -54,6 +56,7 @@ async def serve_connections(
             verify=verify,
             keepalive=keepalive,
             idle_timeout=idle_timeout,
+            handshake_timeout=handshake_timeout,
         )
         try:
             async with single_errors(), trio.open_nursery() as nursery:
