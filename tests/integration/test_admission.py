@@ -21,6 +21,7 @@ from cadenza.protocol.noise import KeyPair
 OVERLAY = "cadenza-test"
 SERVICE_KEY = Ed25519PrivateKey.generate()
 ISSUER = CertificateIssuer(SERVICE_KEY, OVERLAY)
+STRANGER = CertificateIssuer(Ed25519PrivateKey.generate(), OVERLAY)
 
 
 def peer(
@@ -73,7 +74,7 @@ async def test_valid_certificate_is_admitted() -> None:
     ("make", "reason"),
     [
         (lambda: peer(age=3 * 3600), "expired"),
-        (lambda: peer(issuer=CertificateIssuer(Ed25519PrivateKey.generate(), OVERLAY)), "unknown key"),
+        (lambda: peer(issuer=STRANGER), "unknown key"),
         (lambda: peer(for_key=KeyPair.generate().public), "key"),
         (lambda: net.Identity(KeyPair.generate(), hello_payload("no-cert")), "no membership"),
         (lambda: net.Identity(KeyPair.generate(), b""), "no Hello"),
