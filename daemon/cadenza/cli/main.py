@@ -8,10 +8,13 @@ import sys
 from cadenza import __version__
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from cadenza.cli import ingest, service
+
     parser = argparse.ArgumentParser(prog="cadenza", description="Cadenza networked speaker tools")
     parser.add_argument("--version", action="version", version=f"cadenza {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
     demo = sub.add_parser(
         "demo",
         help="run the demo",
@@ -19,11 +22,41 @@ def main(argv: list[str] | None = None) -> int:
         "admits a speaker with a membership certificate over Noise and streams it a file.",
     )
     demo.add_argument("--mb", type=int, default=64, help="MiB to stream (default 64)")
+
+    serve = sub.add_parser("serve", help="run the service (access point, catalog, storage, ...)")
+    service.add_serve_arguments(serve)
+    ingest_p = sub.add_parser("ingest", help="add music files to the service's catalog")
+    ingest.add_ingest_arguments(ingest_p)
+    user = sub.add_parser("user", help="manage accounts: add, passwd, del, list, devices, revoke")
+    service.add_user_arguments(user)
+    ban = sub.add_parser("ban", help="ban a peer (the device behind it) from the overlay")
+    service.add_ban_arguments(ban)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
         from cadenza.cli.demo import run
 
         return run(args)
+    if args.command == "serve":
+        from cadenza.cli.service import serve_main
+
+        return serve_main(args)
+    if args.command == "ingest":
+        from cadenza.cli.ingest import ingest_main
+
+        return ingest_main(args)
+    if args.command == "user":
+        from cadenza.cli.service import user_main
+
+        return user_main(args)
+    if args.command == "ban":
+        from cadenza.cli.service import ban_main
+
+        return ban_main(args)
     parser.print_help()
     return 2
 
