@@ -31,7 +31,7 @@ from cadenza.protocol.messages import BulkKind, ErrorReply, Message
 from cadenza.protocol.noise import KeyPair
 
 from .accounts import Accounts, AuthFailed, LoginThrottle, Revoked
-from .catalog import Catalog, NotFound
+from .catalog import Catalog, NotFound, UnsupportedLink
 from .db import Database
 from .storage import FileNotFound, Storage
 from .tracker import Entry, Tracker
@@ -297,7 +297,7 @@ class AccessPoint:
             return ErrorReply("bad-request", f"{req.uri!r}: {exc}")
         except NotFound as exc:
             return ErrorReply("not-found", str(exc))
-        except LookupError as exc:
+        except UnsupportedLink as exc:
             return ErrorReply("unsupported", str(exc))
         kind = type(record).__name__.lower()
         return api.LookupReply(kind, record.to_json())
@@ -396,9 +396,10 @@ class AccessPoint:
                     await other.conn.notify(api.PeerBanned(peer_id, reason))
 
     async def _kick(self, session: Session, reason: str, code: str = "") -> None:
+        self._end(session)
         with trio.move_on_after(2), contextlib.suppress(net.NetError):
             await session.conn.notify(api.SessionEnded(reason, code))
-        self._end(session)
+            await session.conn.aclose(reason)  # lets the notice leave before the socket closes
         session.conn.abort(reason)
 
     async def _poll_bans(self) -> None:
