@@ -156,9 +156,15 @@ class AccessPoint:
     def _verify_client(remote_static: bytes, payload: bytes) -> None:
         read_hello(payload)  # speakers log in after the handshake; they need no certificate
 
+    def _session_for(self, conn: net.PeerConnection) -> Session:
+        # A request may arrive before on_connection has run: whoever comes first creates it.
+        session = self.sessions.get(conn)
+        if session is None:
+            session = self.sessions[conn] = Session(conn)
+        return session
+
     async def _session(self, conn: net.PeerConnection) -> None:
-        session = Session(conn)
-        self.sessions[conn] = session
+        session = self._session_for(conn)
         try:
             await conn.wait_closed()
         finally:
@@ -173,9 +179,11 @@ class AccessPoint:
         self.tracker.session_ended(session)
 
     async def _handle(self, conn: net.PeerConnection, ch: net.Channel) -> None:
-        session = self.sessions.get(conn)
+        if conn.closed:
+            return
+        session = self._session_for(conn)
         request = await ch.receive()
-        if session is None or isinstance(request, net.Bulk):
+        if isinstance(request, net.Bulk):
             raise net.RequestError("bad-request", "expected a request message")
         if isinstance(request, api.Login):
             await ch.send(await self._login(session, request), end=True)
