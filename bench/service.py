@@ -42,7 +42,7 @@ MB = 1e6
 
 
 def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
@@ -104,7 +104,7 @@ async def idle_sessions(port: int, creds: list[bytes], proc: psutil.Process, qui
             for cred in creds:
                 logins.start_soon(one, cred)
         login_s = time.perf_counter() - t0
-        cpu1, rss1 = cpu(proc), proc.memory_info().rss
+        cpu1 = cpu(proc)
         await trio.sleep(quiet)
         cpu2, rss2 = cpu(proc), proc.memory_info().rss
         for c in conns:
@@ -219,20 +219,18 @@ def main() -> None:
         print(json.dumps(r, indent=2))
         return
     i, s = r["idle"], r["streams"]
+    rss = (i["service_rss_mb_before"], i["service_rss_mb_with_sessions"])
     print(f"machine: {os.cpu_count()} cores; service and clients on the same machine")
     print(f"{i['sessions']} logged-in idle sessions:")
-    print(
-        f"  logins            {i['logins_per_s']} /s ({i['service_cpu_s_for_logins']} s service CPU)"
-    )
-    print(
-        f"  service RSS       {i['service_rss_mb_before']} MB before, {i['service_rss_mb_with_sessions']} MB with sessions ({i['service_kb_per_session']} KB each)"
-    )
+    print(f"  logins            {i['logins_per_s']} /s")
+    print(f"  service CPU       {i['service_cpu_s_for_logins']} s for all logins")
+    print(f"  service RSS       {rss[0]} MB before, {rss[1]} MB with sessions")
+    print(f"                    ({i['service_kb_per_session']} KB per session)")
     print(f"  service CPU idle  {i['service_cpu_pct_while_idle']} % over {i['idle_seconds']} s")
     print(f"{s['streams']} concurrent chunk streams (GetChunks, whole 8 MiB files):")
     print(f"  throughput        {s['mb_per_s']} MB/s ({s['per_stream_mb_per_s']} MB/s per stream)")
-    print(
-        f"  service CPU       {s['service_cpu_pct']} %, {s['service_cpu_s_per_mb'] * 1e3:.2f} ms per MB"
-    )
+    ms = s["service_cpu_s_per_mb"] * 1e3
+    print(f"  service CPU       {s['service_cpu_pct']} %, {ms:.2f} ms per MB")
 
 
 if __name__ == "__main__":
