@@ -338,17 +338,17 @@ class AccessPoint:
             size = await trio.to_thread.run_sync(self.storage.size, req.file_id)
         except (FileNotFound, ValueError):
             raise net.RequestError("not-found", f"no file {req.file_id!r}") from None
-        chunks = chunk_count(size)
-        end = min(req.first + req.count, chunks)
+        total = chunk_count(size)
+        end = min(req.first + req.count, total)
         if req.first >= end:
             raise net.RequestError(
-                "bad-request", f"chunk {req.first} is past the end ({chunks} chunks)"
+                "bad-request", f"chunk {req.first} is past the end ({total} chunks)"
             )
         index = req.first
         while index < end:
             n = min(READ_BATCH, end - index)
-            chunks = await trio.to_thread.run_sync(self.storage.read_chunks, req.file_id, index, n)
-            for chunk in chunks:
+            batch = await trio.to_thread.run_sync(self.storage.read_chunks, req.file_id, index, n)
+            for chunk in batch:
                 await ch.send_bulk(BulkKind.CHUNK, index, chunk)
                 index += 1
 
