@@ -1,0 +1,1 @@
+"""The streaming engine: sources (cache, peers, service), scheduling, prefetch."""
