@@ -21,12 +21,9 @@ import logging
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar, cast
+from typing import TypeVar
 
-import hypercorn.trio
 import trio
-from hypercorn.config import Config
-from hypercorn.typing import ASGIFramework
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cadenza import links
+from cadenza.net.http import serve_http
 from cadenza.service.catalog import (
     MAX_SEARCH_LIMIT,
     Catalog,
@@ -43,6 +41,8 @@ from cadenza.service.catalog import (
 )
 
 __all__ = ["DEFAULT_SEARCH_LIMIT", "metadata_app", "serve_metadata_http"]
+
+serve_metadata_http = serve_http
 
 log = logging.getLogger(__name__)
 
@@ -149,32 +149,3 @@ def _count(text: str | None, name: str, default: int, maximum: int | None) -> in
     if maximum is not None and value > maximum:
         raise _BadRequest(f"parameter {name!r} must be an integer {bound}, got {value}")
     return value
-
-
-async def serve_metadata_http(
-    app: Starlette,
-    host: str,
-    port: int,
-    *,
-    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve ``app`` over HTTP on ``host``:``port`` until cancelled.
-
-    Reports ``(host, port)`` as bound through ``task_status`` once listening, so port 0
-    (any free port) works: hypercorn's trio ``serve`` hands back the bound addresses.
-    """
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = log
-    async with trio.open_nursery() as nursery:
-        # Starlette's ASGI signature is looser than hypercorn's typed scopes; same protocol.
-        asgi = cast(ASGIFramework, app)
-        binds: list[str] = await nursery.start(partial(hypercorn.trio.serve, asgi, config))
-        task_status.started(_parse_bind(binds[0]))
-
-
-def _parse_bind(bind: str) -> tuple[str, int]:
-    # hypercorn reports "http://127.0.0.1:8080" or "http://[::1]:8080".
-    host, _, port = bind.removeprefix("http://").rpartition(":")
-    return host.strip("[]"), int(port)
