@@ -1,1 +1,1 @@
-
+"""Running as a service: configuration, logging, systemd notify and watchdog, signals."""
