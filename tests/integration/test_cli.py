@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +10,30 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def test_demo_streams_through_an_admitted_connection() -> None:
-    out = subprocess.run(
-        [BIN / "cadenza", "demo", "--mb", "1"], capture_output=True, text=True, timeout=60
+def test_demo_starts_plays_and_stops_cleanly(tmp_path: Path) -> None:
+    # No sound card here: the demo falls back to ALSA null, paced by the clock.
+    proc = subprocess.Popen(
+        [BIN / "cadenza", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
-    assert out.returncode == 0, out.stderr
-    assert "admitted with its membership certificate" in out.stdout
-    assert "in 64 chunks of 16 KiB" in out.stdout
+    assert proc.stdout is not None
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip().startswith("playing") and "Morning Arpeggio" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    text = "".join(lines) + rest
+    assert proc.returncode == 0, text
+    assert "speaker API: http://127.0.0.1:" in text
+    assert "4 added" in text or "added 4" in text, text
 
 
 def test_version_and_help() -> None:

@@ -9,6 +9,7 @@ from cadenza import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cadenza.cli import demo as demo_cli
     from cadenza.cli import ingest, service
 
     parser = argparse.ArgumentParser(prog="cadenza", description="Cadenza networked speaker tools")
@@ -17,11 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the demo",
-        description="Until the speaker exists, the demo shows the wire protocol: a service "
-        "admits a speaker with a membership certificate over Noise and streams it a file.",
+        help="a service and a speaker on this machine, playing music",
+        description=demo_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--mb", type=int, default=64, help="MiB to stream (default 64)")
+    demo_cli.add_demo_arguments(demo)
 
     serve = sub.add_parser("serve", help="run the service (access point, catalog, storage, ...)")
     service.add_serve_arguments(serve)

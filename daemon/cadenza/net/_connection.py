@@ -247,7 +247,7 @@ class PeerConnection:
         msg: Message,
         *,
         priority: int = Priority.CONTROL,
-        timeout: float | None = REQUEST_TIMEOUT,  # noqa: ASYNC109 - a per-request deadline
+        timeout: float | None = REQUEST_TIMEOUT,
     ) -> Message:
         """Send ``msg`` and return the single reply. Cancelling resets the channel at once."""
         async with self.open_channel(priority) as ch:

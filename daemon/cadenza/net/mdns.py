@@ -394,7 +394,7 @@ async def browse(
 async def find_one(
     service_type: str,
     *,
-    timeout: float,  # noqa: ASYNC109 (waiting is the point; a miss is None, not an error)
+    timeout: float,
     interfaces: Sequence[str] | None = None,
 ) -> ServiceInfo | None:
     """The first service of ``service_type`` resolved within ``timeout`` seconds, or None."""

@@ -89,7 +89,7 @@ class Backoff:
     def next_delay(self) -> float:
         ceiling = min(self.maximum, self.initial * 2**self.failures)
         self.failures += 1
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
 
     def reset(self) -> None:
         self.failures = 0

@@ -130,6 +130,9 @@ class ChunkBuffer:
     def wait_for(self, nbytes: int, timeout: float | None = None) -> bool:
         """Wait until the first ``nbytes`` are present contiguously (True) or timeout."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: self._closed or self.contiguous_bytes >= min(nbytes, self.size), timeout
-            ) and not self._closed
+            return (
+                self._cond.wait_for(
+                    lambda: self._closed or self.contiguous_bytes >= min(nbytes, self.size), timeout
+                )
+                and not self._closed
+            )

@@ -1,0 +1,1 @@
+"""The speaker's control plane: HTTP API, events, mDNS advertisement."""

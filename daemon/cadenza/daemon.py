@@ -1,0 +1,176 @@
+"""`cadenzad` put together: configuration → keys → session → cache → player → control API.
+
+:func:`run_speaker` starts every part with ``nursery.start`` and reports started only
+when the control API listens and the audio device is open; it never waits for the
+service (the session connects in the background and says so in the state).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from cadenza.cache.store import Cache
+from cadenza.control.http import control_app
+from cadenza.net import mdns
+from cadenza.net.http import serve_http
+from cadenza.player.output import AlsaOutput, ClockPacedOutput, Output, OutputError
+from cadenza.player.player import Event, Player
+from cadenza.player.volume import SoftwareVolume
+from cadenza.protocol.certificate import fingerprint
+from cadenza.service.keys import load_or_create_static_key
+from cadenza.session import discovery
+from cadenza.session.client import Credentials, Endpoint, Session
+from cadenza.speaker import Speaker
+from cadenza.system.config import Config
+
+log = logging.getLogger("cadenza.daemon")
+
+SPEAKER_SERVICE_TYPE = "_cadenza._tcp.local."
+
+
+@dataclass(frozen=True)
+class Running:
+    speaker: Speaker
+    control_address: tuple[str, int]
+    url: str
+    audio_device: str
+    mdns_name: str | None
+
+
+def _read_password(path: Path | None) -> str:
+    if path is None:
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return f.readline().rstrip("\r\n")
+
+
+async def run_speaker(
+    config: Config, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
+) -> None:
+    sp, svc, audio, ctl = config.speaker, config.service, config.audio, config.control
+    state_dir, cache_dir = sp.state_dir, sp.cache_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    static = load_or_create_static_key(state_dir / "static.key")
+    name = sp.name or socket.gethostname()
+
+    async def candidates() -> list[Endpoint]:
+        found = await discovery.find_access_points(
+            address=svc.address, domain=svc.domain, use_mdns=svc.mdns
+        )
+        return [Endpoint(e.host, e.port, e.source, e.fingerprint) for e in found]
+
+    session = Session(
+        static=static,
+        state_dir=state_dir,
+        candidates=candidates,
+        credentials=Credentials(svc.username or "", _read_password(svc.password_file), name),
+        pinned_fingerprint=svc.fingerprint or None,
+    )
+    cache = Cache(cache_dir, capacity=config.cache.max_size)
+    devices = [audio.device] + ([audio.fallback_device] if audio.fallback_device else [])
+    output, device = open_output(devices, period_frames=audio.period_frames, periods=audio.periods)
+    if device != audio.device:
+        log.warning("audio device %r cannot be opened; playing to %r instead", audio.device, device)
+    forward: list[Callable[[Event], None]] = []
+    player = Player(
+        output,
+        volume=SoftwareVolume(range_db=audio.volume_range_db),
+        on_event=lambda ev: forward[0](ev) if forward else None,
+    )
+    speaker = Speaker(
+        session=session,
+        cache=cache,
+        player=player,
+        bitrate=config.streaming.bitrate,
+        first_piece_s=config.streaming.first_piece_seconds,
+        ahead_s=config.streaming.ahead_seconds,
+        prefetch_s=config.streaming.prefetch_seconds,
+        stutter_target=config.streaming.stutter_target,
+        volume=audio.volume,
+        max_volume=audio.max_volume,
+    )
+    forward.append(speaker.player_event)
+    info = {
+        "id": fingerprint(static.public).replace(":", "")[:16],
+        "name": name,
+        "model": "cadenza",
+        "audio_device": device,
+    }
+    try:
+        async with trio.open_nursery() as nursery:
+            await _serve(nursery, session, speaker, ctl, info, device, task_status)
+    finally:
+        await trio.to_thread.run_sync(player.close)
+        cache.close()
+
+
+async def _serve(
+    nursery: trio.Nursery,
+    session: Session,
+    speaker: Speaker,
+    ctl: Any,
+    info: dict[str, str],
+    device: str,
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    if True:
+        await nursery.start(session.run)
+        await nursery.start(speaker.run)
+        host, port = ctl.listen
+        bound = await nursery.start(partial(serve_http, control_app(speaker, info), host, port))
+        url_host = bound[0] if bound[0] not in ("0.0.0.0", "::") else _lan_address()
+        url = f"http://{url_host}:{bound[1]}/"
+        mdns_name = None
+        if ctl.advertise:
+            adv = await nursery.start(
+                partial(
+                    mdns.advertise,
+                    SPEAKER_SERVICE_TYPE,
+                    info["name"],
+                    bound[1],
+                    {
+                        "id": info["id"],
+                        "name": info["name"],
+                        "model": "cadenza",
+                        "api": "1",
+                        "path": "/api/v1",
+                    },
+                )
+            )
+            mdns_name = adv.name
+        task_status.started(Running(speaker, bound, url, device, mdns_name))
+
+
+def _lan_address() -> str:
+    addrs = mdns.host_addresses()
+    return addrs[0] if addrs else "127.0.0.1"
+
+
+# Probed at this format; a device that refuses it is not usable for music anyway.
+PROBE_RATE = 44100
+PROBE_CHANNELS = 2
+
+
+def open_output(devices: list[str], *, period_frames: int, periods: int) -> tuple[Output, str]:
+    """The first of ``devices`` that opens; ALSA ``null`` is paced by the clock."""
+    errors = []
+    for device in devices:
+        out = AlsaOutput(device, period_frames=period_frames, periods=periods)
+        try:
+            out.open(PROBE_RATE, PROBE_CHANNELS)
+        except OutputError as exc:
+            errors.append(f"{device}: {exc}")
+            continue
+        if device == "null":
+            return ClockPacedOutput(out), device
+        return out, device
+    raise OutputError("no audio device could be opened (" + "; ".join(errors) + ")")

@@ -1,0 +1,417 @@
+"""The speaker: session, streaming engine, cache, player and control API in one trio program.
+
+:class:`Speaker` owns the play queue. Playing a track means: pick its file at the
+configured bitrate, start a :class:`~cadenza.stream.engine.FileStream` (cache, or the
+service), wait until the start policy says the buffer is enough, and hand the buffer to
+the player. About ``prefetch_seconds`` before the end, the next track is streamed at
+PREFETCH priority and queued in the player, which joins it gaplessly; when it becomes
+audible its stream is promoted to PLAYING. A track change cancels every stream in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cadenza import links
+from cadenza.cache.store import Cache
+from cadenza.player.player import Player, PlayItem
+from cadenza.player.start_threshold import StartPolicy, ThroughputModel
+from cadenza.protocol import api
+from cadenza.protocol.manifest import ManifestVerifier
+from cadenza.protocol.messages import Priority
+from cadenza.session.client import Session
+from cadenza.stream.buffer import ChunkBuffer
+from cadenza.stream.engine import FileChoice, FileStream, ServiceSource, choose_file
+
+log = logging.getLogger("cadenza.speaker")
+
+# How often the prefetch/position loop looks at the clock.
+TICK = 0.25
+# Give up resolving a link after this long (the service may be down).
+RESOLVE_TIMEOUT = 10.0
+
+
+class UnknownLink(LookupError):
+    """A link the service does not know (404 at the API)."""
+
+
+class Unavailable(RuntimeError):
+    """The service is needed and not reachable (503 at the API)."""
+
+
+@dataclass
+class Prepared:
+    """A track whose stream is running (current or prefetched)."""
+
+    index: int
+    track: dict[str, Any]
+    choice: FileChoice
+    stream: FileStream
+    scope: trio.CancelScope
+    buffer: ChunkBuffer
+    key: str
+
+
+@dataclass
+class Stats:
+    bytes_by_source: dict[str, int] = field(default_factory=dict)
+    start_latencies_ms: list[float] = field(default_factory=list)
+    bad_chunks: int = 0
+
+    def add(self, source: str, n: int) -> None:
+        self.bytes_by_source[source] = self.bytes_by_source.get(source, 0) + n
+
+
+class Speaker:
+    def __init__(
+        self,
+        *,
+        session: Session,
+        cache: Cache | None,
+        player: Player,
+        bitrate: int = 160,
+        first_piece_s: float = 15.0,
+        ahead_s: float = 15.0,
+        prefetch_s: float = 30.0,
+        stutter_target: float = 0.01,
+        volume: int = 100,
+        max_volume: int = 100,
+    ) -> None:
+        self.session = session
+        self.cache = cache
+        self.player = player
+        self.bitrate = bitrate
+        self.first_piece_s = first_piece_s
+        self.ahead_s = ahead_s
+        self.prefetch_s = prefetch_s
+        self.policy = StartPolicy(target=stutter_target)
+        self.max_volume = max_volume
+        self.volume = min(volume, max_volume)
+        self.queue: list[dict[str, Any]] = []
+        self.index = -1
+        self.status = "stopped"  # stopped | loading | playing | paused | buffering
+        self.current: Prepared | None = None
+        self.next: Prepared | None = None
+        self.stats = Stats()
+        self.underruns = 0
+        self.error = ""
+        self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._play_requested_at: dict[str, float] = {}
+        self._generation = 0
+        self._changed = trio.Event()
+        self._listeners: list[Callable[[], None]] = []
+        self._model = ThroughputModel()
+        # Metadata of tracks seen, so that a cached track plays with no network at all.
+        self._known_tracks: dict[str, dict[str, Any]] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Speaker] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self.player.set_volume(self.volume)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._tick)
+            task_status.started(self)
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.player.stop()
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def play(self, uris: list[str], position_ms: int = 0) -> None:
+        """Replace the queue with ``uris`` (tracks; albums expand) and play the first."""
+        tracks: list[dict[str, Any]] = []
+        first_offset = position_ms
+        for n, uri in enumerate(uris):
+            link = links.parse(uri)
+            if n == 0 and link.offset_ms is not None and not position_ms:
+                first_offset = link.offset_ms
+            tracks.extend(await self._resolve(link))
+        if not tracks:
+            raise UnknownLink(f"nothing to play in {uris}")
+        self.queue = tracks
+        await self._start(0, first_offset)
+
+    async def next_track(self) -> None:
+        if self.index + 1 < len(self.queue):
+            await self._start(self.index + 1, 0)
+        else:
+            self._stop_all()
+
+    async def previous_track(self) -> None:
+        # Like every player: restart the track unless we are at its very beginning.
+        if self.player.position_ms() > 3000 or self.index <= 0:
+            await self._start(max(self.index, 0), 0)
+        else:
+            await self._start(self.index - 1, 0)
+
+    def pause(self) -> None:
+        if self.status in ("playing", "buffering", "loading"):
+            self.player.pause()
+            self.status = "paused"
+            self._notify()
+
+    def resume(self) -> None:
+        if self.status == "paused":
+            self.player.resume()
+            self.status = "playing"
+            self._notify()
+
+    async def seek(self, position_ms: int) -> None:
+        if self.current is None:
+            raise LookupError("nothing is playing")
+        duration = int(self.current.track.get("duration_ms", 0))
+        self.player.seek(max(0, min(position_ms, duration)))
+        self._notify()
+
+    def set_volume(self, volume: int) -> None:
+        self.volume = max(0, min(volume, self.max_volume))
+        self.player.set_volume(self.volume)
+        self._notify()
+
+    # --- state -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        cur = self.current
+        track = _track_summary(cur.track) if cur else None
+        return {
+            "status": self.status,
+            "track": track,
+            "position_ms": self.player.position_ms() if cur else 0,
+            "volume": self.volume,
+            "index": self.index,
+            "queue": [_track_summary(t) for t in self.queue],
+            "bytes_by_source": dict(self.stats.bytes_by_source),
+            "underruns": self.player.underruns,
+            "bad_chunks": self.stats.bad_chunks,
+            "start_latency_ms": self.stats.start_latencies_ms[-10:],
+            "session": {
+                "state": self.session.status.state.value,
+                "access_point": self.session.status.access_point,
+                "error": self.session.status.error,
+                "user": self.session.status.user,
+            },
+            "error": self.error,
+        }
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+        for cb in self._listeners:
+            cb()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _resolve(self, link: links.Link) -> list[dict[str, Any]]:
+        if link.kind not in ("track", "album"):
+            raise UnknownLink(f"cannot play {link} (tracks and albums only for now)")
+        try:
+            reply = await self.session.request(
+                api.Lookup(str(links.Link(link.kind, link.id))), timeout=RESOLVE_TIMEOUT
+            )
+        except Exception as exc:
+            code = getattr(exc, "code", "")
+            if code == "not-found":
+                raise UnknownLink(f"unknown {link.kind}: cadenza:{link.kind}:{link.id}") from None
+            if self.cache is not None and link.kind == "track":
+                cached = self._cached_track(link.id)
+                if cached is not None:
+                    return [cached]
+            raise Unavailable(f"the service is not reachable: {exc}") from None
+        assert isinstance(reply, api.LookupReply)
+        records = [reply.record] if reply.kind == "track" else list(reply.record.get("tracks", []))
+        for r in records:
+            self._remember_track(r)
+        return records
+
+    def _remember_track(self, record: dict[str, Any]) -> None:
+        self._known_tracks[record["id"]] = record
+
+    def _cached_track(self, track_id: str) -> dict[str, Any] | None:
+        return self._known_tracks.get(track_id)
+
+    def _verifier(self) -> ManifestVerifier:
+        login = self.session.login
+        keys = login.signing_keys if login else ()
+        return ManifestVerifier([Ed25519PublicKey.from_public_bytes(k) for k in keys])
+
+    def _spawn(self, index: int, priority: int) -> tuple[FileStream, trio.CancelScope, FileChoice]:
+        track = self.queue[index]
+        choice = choose_file(track, self.bitrate)
+        stream = FileStream(
+            choice,
+            session=self.session,
+            cache=self.cache,
+            verifier=self._verifier,
+            sources=[ServiceSource(self.session)],
+            priority=priority,
+            position_ms=(lambda: self.player.position_ms())
+            if priority == Priority.PLAYING
+            else (lambda: 0),
+            first_piece_s=self.first_piece_s,
+            ahead_s=self.ahead_s,
+            on_stats=self._on_bytes,
+        )
+        return stream, trio.CancelScope(), choice
+
+    def _on_bytes(self, source: str, n: int) -> None:
+        self.stats.add(source, n)
+        if source != "cache":
+            self._model.record(n, time.monotonic())
+
+    async def _prepare(self, index: int, priority: int) -> Prepared:
+        assert self._nursery is not None
+        stream, scope, choice = self._spawn(index, priority)
+
+        async def run_stream(
+            task_status: trio.TaskStatus[ChunkBuffer] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            with scope:
+                await stream.run(task_status=task_status)
+
+        buffer = await self._nursery.start(run_stream)
+        self._generation += 1
+        key = f"{self.queue[index]['id']}#{self._generation}"
+        return Prepared(index, self.queue[index], choice, stream, scope, buffer, key)
+
+    def _stop_all(self) -> None:
+        self.player.stop()
+        for p in (self.current, self.next):
+            if p is not None:
+                p.scope.cancel()
+                p.buffer.close()
+        self.current = self.next = None
+        self.status = "stopped"
+        self._notify()
+
+    async def _start(self, index: int, position_ms: int) -> None:
+        requested = time.monotonic()
+        self._stop_all()
+        self.index = index
+        self.status = "loading"
+        self.error = ""
+        self._notify()
+        self._model.begin(time.monotonic())  # the clock of the throughput model starts now
+        prepared = await self._prepare(index, Priority.PLAYING)
+        self.current = prepared
+        self._play_requested_at[prepared.key] = requested
+        await self._wait_start_threshold(prepared, position_ms)
+        if self.current is not prepared:
+            return  # another command took over meanwhile
+        self.player.play(PlayItem(prepared.key, prepared.buffer), position_ms)
+        self.status = "playing"
+        self._notify()
+
+    async def _wait_start_threshold(self, prepared: Prepared, position_ms: int) -> None:
+        buffer = prepared.buffer
+        bps = prepared.stream.bytes_per_second
+        start_byte = int(position_ms / 1000 * bps)
+        while not buffer.complete and self.current is prepared:
+            buffered = max(0, buffer.contiguous_bytes - start_byte)
+            remaining = max(0, buffer.size - start_byte - buffered)
+            if buffered > 0 and self.policy.should_start(
+                self._model,
+                buffered_bytes=buffered,
+                remaining_bytes=remaining,
+                bitrate_bytes_per_s=bps,
+            ):
+                return
+            with trio.move_on_after(0.02):
+                await prepared.stream.done.wait()
+
+    async def _tick(self) -> None:
+        while True:
+            await trio.sleep(TICK)
+            cur = self.current
+            if cur is None or self.status not in ("playing", "buffering"):
+                continue
+            if self.next is None and cur.index + 1 < len(self.queue):
+                duration = int(cur.track.get("duration_ms", 0))
+                remaining = duration - self.player.position_ms()
+                if remaining < self.prefetch_s * 1000:
+                    nxt = await self._prepare(cur.index + 1, Priority.PREFETCH)
+                    if self.current is cur:
+                        self.next = nxt
+                        self.player.set_next(PlayItem(nxt.key, nxt.buffer))
+                        log.info("prefetching %s", nxt.track.get("title"))
+                    else:
+                        nxt.scope.cancel()
+            self._notify_position()
+
+    def _notify_position(self) -> None:
+        self._notify()
+
+    # --- player events (from the player's thread) ------------------------------------------------
+
+    def player_event(self, event: Any) -> None:
+        """The player's event callback (runs on the player's thread; never blocks it)."""
+        token = self._token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._on_event, event)
+
+    def _on_event(self, event: Any) -> None:
+        name = type(event).__name__
+        key = str(getattr(event, "track_key", ""))
+        if name == "TrackStarted":
+            requested = self._play_requested_at.pop(key, None)
+            if requested is not None:
+                first = getattr(event, "first_sample_written_at", time.monotonic())
+                self.stats.start_latencies_ms.append(round((first - requested) * 1000, 1))
+            if self.next is not None and self.next.key == key:
+                old = self.current
+                self.current, self.next = self.next, None
+                self.index = self.current.index
+                self.current.stream.set_priority(Priority.PLAYING)
+                self.current.stream._position_ms = self.player.position_ms
+                if old is not None:
+                    old.scope.cancel()
+            self.status = "playing"
+        elif name == "TrackEnded":
+            cur = self.current
+            if cur is not None and cur.key == key and self.next is None:
+                self.status = "stopped" if cur.index + 1 >= len(self.queue) else self.status
+        elif name == "Buffering":
+            self.status = "buffering"
+        elif name == "StateChanged":
+            state = str(getattr(event, "state", ""))
+            if state in ("playing", "buffering", "paused"):
+                self.status = state
+            elif state == "stopped" and self.next is None and self.status != "loading":
+                self.status = "stopped"
+        elif name == "Underrun":
+            self.underruns = getattr(event, "count", self.underruns + 1)
+        elif name == "Error":
+            self.error = getattr(event, "message", "player error")
+            log.error("player: %s", self.error)
+        self._notify()
+
+
+def _track_summary(t: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "uri": t.get("uri"),
+        "id": t.get("id"),
+        "title": t.get("title"),
+        "artists": [a.get("name") for a in t.get("artists", [])],
+        "album": (t.get("album") or {}).get("title"),
+        "duration_ms": t.get("duration_ms"),
+    }
