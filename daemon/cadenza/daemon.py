@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,9 +20,7 @@ from cadenza.cache.store import Cache
 from cadenza.control.http import control_app
 from cadenza.net import mdns
 from cadenza.net.http import serve_http
-from cadenza.player.output import AlsaOutput, ClockPacedOutput, Output, OutputError
-from cadenza.player.player import Event, Player
-from cadenza.player.volume import SoftwareVolume
+from cadenza.player.player import Player
 from cadenza.protocol.certificate import fingerprint
 from cadenza.service.keys import load_or_create_static_key
 from cadenza.session import discovery
@@ -77,15 +74,14 @@ async def run_speaker(
     )
     cache = Cache(cache_dir, capacity=config.cache.max_size)
     devices = [audio.device] + ([audio.fallback_device] if audio.fallback_device else [])
-    output, device = open_output(devices, period_frames=audio.period_frames, periods=audio.periods)
+    player, device = Player.open_first(
+        devices,
+        period_frames=audio.period_frames,
+        periods=audio.periods,
+        volume_range_db=audio.volume_range_db,
+    )
     if device != audio.device:
         log.warning("audio device %r cannot be opened; playing to %r instead", audio.device, device)
-    forward: list[Callable[[Event], None]] = []
-    player = Player(
-        output,
-        volume=SoftwareVolume(range_db=audio.volume_range_db),
-        on_event=lambda ev: forward[0](ev) if forward else None,
-    )
     speaker = Speaker(
         session=session,
         cache=cache,
@@ -97,8 +93,9 @@ async def run_speaker(
         stutter_target=config.streaming.stutter_target,
         volume=audio.volume,
         max_volume=audio.max_volume,
+        metadata_path=state_dir / "tracks.json",
     )
-    forward.append(speaker.player_event)
+    player.on_event = speaker.player_event
     info = {
         "id": fingerprint(static.public).replace(":", "")[:16],
         "name": name,
@@ -153,24 +150,3 @@ async def _serve(
 def _lan_address() -> str:
     addrs = mdns.host_addresses()
     return addrs[0] if addrs else "127.0.0.1"
-
-
-# Probed at this format; a device that refuses it is not usable for music anyway.
-PROBE_RATE = 44100
-PROBE_CHANNELS = 2
-
-
-def open_output(devices: list[str], *, period_frames: int, periods: int) -> tuple[Output, str]:
-    """The first of ``devices`` that opens; ALSA ``null`` is paced by the clock."""
-    errors = []
-    for device in devices:
-        out = AlsaOutput(device, period_frames=period_frames, periods=periods)
-        try:
-            out.open(PROBE_RATE, PROBE_CHANNELS)
-        except OutputError as exc:
-            errors.append(f"{device}: {exc}")
-            continue
-        if device == "null":
-            return ClockPacedOutput(out), device
-        return out, device
-    raise OutputError("no audio device could be opened (" + "; ".join(errors) + ")")

@@ -11,10 +11,13 @@ audible its stream is promoted to PLAYING. A track change cancels every stream i
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -84,6 +87,7 @@ class Speaker:
         stutter_target: float = 0.01,
         volume: int = 100,
         max_volume: int = 100,
+        metadata_path: Path | None = None,
     ) -> None:
         self.session = session
         self.cache = cache
@@ -110,8 +114,10 @@ class Speaker:
         self._changed = trio.Event()
         self._listeners: list[Callable[[], None]] = []
         self._model = ThroughputModel()
-        # Metadata of tracks seen, so that a cached track plays with no network at all.
-        self._known_tracks: dict[str, dict[str, Any]] = {}
+        # Metadata of tracks seen, so that a cached track plays with no network at all,
+        # also after a restart.
+        self._metadata_path = metadata_path
+        self._known_tracks: dict[str, dict[str, Any]] = _load_json(metadata_path)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -244,7 +250,11 @@ class Speaker:
         return records
 
     def _remember_track(self, record: dict[str, Any]) -> None:
+        if self._known_tracks.get(record["id"]) == record:
+            return
         self._known_tracks[record["id"]] = record
+        if self._metadata_path is not None:
+            _save_json(self._metadata_path, self._known_tracks)
 
     def _cached_track(self, track_id: str) -> dict[str, Any] | None:
         return self._known_tracks.get(track_id)
@@ -320,6 +330,21 @@ class Speaker:
         self.player.play(PlayItem(prepared.key, prepared.buffer), position_ms)
         self.status = "playing"
         self._notify()
+        duration = int(prepared.track.get("duration_ms", 0))
+        if duration - position_ms < self.prefetch_s * 1000:
+            await self._prefetch(prepared)  # a short track: its successor is due at once
+
+    async def _prefetch(self, cur: Prepared) -> None:
+        if self.next is not None or cur.index + 1 >= len(self.queue):
+            return
+        nxt = await self._prepare(cur.index + 1, Priority.PREFETCH)
+        if self.current is cur and self.next is None:
+            self.next = nxt
+            self.player.set_next(PlayItem(nxt.key, nxt.buffer))
+            log.info("prefetching %s", nxt.track.get("title"))
+        else:
+            nxt.scope.cancel()
+            nxt.buffer.close()
 
     async def _wait_start_threshold(self, prepared: Prepared, position_ms: int) -> None:
         buffer = prepared.buffer
@@ -348,13 +373,7 @@ class Speaker:
                 duration = int(cur.track.get("duration_ms", 0))
                 remaining = duration - self.player.position_ms()
                 if remaining < self.prefetch_s * 1000:
-                    nxt = await self._prepare(cur.index + 1, Priority.PREFETCH)
-                    if self.current is cur:
-                        self.next = nxt
-                        self.player.set_next(PlayItem(nxt.key, nxt.buffer))
-                        log.info("prefetching %s", nxt.track.get("title"))
-                    else:
-                        nxt.scope.cancel()
+                    await self._prefetch(cur)
             self._notify_position()
 
     def _notify_position(self) -> None:
@@ -389,7 +408,11 @@ class Speaker:
         elif name == "TrackEnded":
             cur = self.current
             if cur is not None and cur.key == key and self.next is None:
-                self.status = "stopped" if cur.index + 1 >= len(self.queue) else self.status
+                if cur.index + 1 < len(self.queue) and self._nursery is not None:
+                    # The successor was not ready in time (not gapless, but it plays).
+                    self._nursery.start_soon(self._start, cur.index + 1, 0)
+                else:
+                    self.status = "stopped"
         elif name == "Buffering":
             self.status = "buffering"
         elif name == "StateChanged":
@@ -404,6 +427,34 @@ class Speaker:
             self.error = getattr(event, "message", "player error")
             log.error("player: %s", self.error)
         self._notify()
+
+
+# Track records kept for offline play; the oldest are dropped past this many.
+MAX_KNOWN_TRACKS = 5000
+
+
+def _load_json(path: Path | None) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_json(path: Path, known: dict[str, dict[str, Any]]) -> None:
+    while len(known) > MAX_KNOWN_TRACKS:
+        known.pop(next(iter(known)))
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot save %s: %s", path, exc)
 
 
 def _track_summary(t: dict[str, Any]) -> dict[str, Any]:

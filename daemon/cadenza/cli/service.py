@@ -131,6 +131,9 @@ def add_user_arguments(parser: argparse.ArgumentParser) -> None:
     devices.add_argument("name", nargs="?")
     revoke = sub.add_parser("revoke", help="revoke a device credential")
     revoke.add_argument("device_id")
+    # `cadenza user add NAME --data DIR` reads as naturally as `cadenza user --data DIR add NAME`.
+    for p in sub.choices.values():
+        p.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help="data directory")
 
 
 def _read_password(args: argparse.Namespace) -> str:

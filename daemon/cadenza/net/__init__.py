@@ -24,6 +24,7 @@ from ._errors import (
     RequestFailed,
 )
 from ._serve import OnConnection, serve_connections
+from ._util import single_errors
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -48,4 +49,5 @@ __all__ = [
     "connect",
     "open_connection",
     "serve_connections",
+    "single_errors",
 ]

@@ -244,7 +244,7 @@ class Session:
                     f"access point key {fingerprint(remote_static)} is not the expected {pin}"
                 )
 
-        async with trio.open_nursery() as nursery:
+        async with net.single_errors(), trio.open_nursery() as nursery:
             conn = await net.connect(
                 nursery,
                 endpoint.host,

@@ -1,0 +1,226 @@
+"""End to end with real processes: `cadenza serve` and `cadenzad` over loopback, the speaker
+playing into an ALSA `file` capture that must equal the reference decode sample for sample."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+
+from alsa import AlsaSandbox, assert_same_pcm, requires_alsa
+from cadenza.service.serve import Roles
+
+BIN = Path(sys.executable).parent
+PASSWORD = "end to end secret"
+
+pytestmark = requires_alsa
+
+TRACKS = (
+    # name, sample rate, seconds, frequency
+    ("first", 44100, 5.0, 440.0),
+    ("second", 44100, 4.0, 660.0),
+    ("third", 48000, 3.0, 550.0),
+)
+
+
+@dataclass
+class Track:
+    uri: str
+    rate: int
+    ogg: bytes  # the 160 kbps encoding the speaker plays
+
+
+@dataclass
+class System:
+    tracks: dict[str, Track]
+    url: str
+    alsa: AlsaSandbox
+    speaker: subprocess.Popen[str]
+    service: subprocess.Popen[str]
+    data: Path
+
+
+def reference_decode(ogg: bytes, tmp: Path) -> bytes:
+    path = tmp / "ref.ogg"
+    path.write_bytes(ogg)
+    return subprocess.run(
+        ["oggdec", "-Q", "-R", "-b", "16", "-e", "0", "-s", "1", "-o", "-", str(path)],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 30) -> re.Match[str]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise AssertionError(f"never saw {pattern!r}:\n{''.join(seen)}")
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    data = tmp_path / "service"
+    music = tmp_path / "music"
+    music.mkdir()
+    for n, (name, rate, seconds, freq) in enumerate(TRACKS, 1):
+        t = np.arange(int(rate * seconds)) / rate
+        wave = 0.3 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))
+        soundfile.write(music / f"{n} {name}.flac", np.stack([wave, wave[::-1]], 1), rate)
+    pw = tmp_path / "password"
+    pw.write_text(PASSWORD + "\n")
+    subprocess.run(
+        [BIN / "cadenza", "user", "add", "demo", "--data", data, "--password-file", pw], check=True
+    )
+    subprocess.run([BIN / "cadenza", "ingest", "--data", data, music], check=True)
+    roles = Roles(data)
+    tracks = {}
+    try:
+        for name, rate, _, _ in TRACKS:
+            [found], _ = roles.catalog.search("track", name)
+            ref = next(f for f in found.files if f.bitrate == 160)
+            tracks[name] = Track(found.uri, rate, roles.storage.read_all(ref.file_id))
+    finally:
+        roles.close()
+
+    service = subprocess.Popen(
+        [
+            BIN / "cadenza",
+            "serve",
+            "--data",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-http",
+            "--no-mdns",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    port = int(_read_until(service, r"listening on .*:(\d+)$").group(1))
+    alsa = AlsaSandbox(tmp_path / "alsa")
+    config = tmp_path / "cadenzad.toml"
+    config.write_text(
+        f"""
+[speaker]
+name = "E2E"
+state_dir = "{tmp_path / "state"}"
+cache_dir = "{tmp_path / "cache"}"
+[service]
+address = "127.0.0.1:{port}"
+mdns = false
+username = "demo"
+password_file = "{pw}"
+[audio]
+device = "default"
+volume = 100
+normalisation = false
+[control]
+listen = "127.0.0.1:0"
+advertise = false
+"""
+    )
+    speaker = subprocess.Popen(
+        [BIN / "cadenzad", "--config", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=alsa.env(),
+    )
+    try:
+        url = _read_until(speaker, r"control API on (http://\S+)").group(1)
+        yield System(tracks, url, alsa, speaker, service, data)
+    finally:
+        for proc in (speaker, service):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def play_and_wait(system: System, uris: list[str]) -> dict:
+    with httpx.Client(base_url=system.url, timeout=30) as http:
+        r = http.post("/api/v1/play", json={"uris": uris})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = http.get("/api/v1/state").json()
+            if state["status"] == "stopped" and state["index"] == len(uris) - 1:
+                return state
+            time.sleep(0.1)
+    raise AssertionError(f"playback did not finish: {state}")
+
+
+def stop_speaker(system: System) -> None:
+    system.speaker.send_signal(signal.SIGTERM)
+    assert system.speaker.wait(timeout=20) == 0
+
+
+def test_one_track_plays_sample_exact(system: System, tmp_path: Path) -> None:
+    track = system.tracks["first"]
+    state = play_and_wait(system, [track.uri])
+    assert state["bytes_by_source"].get("service", 0) > 0
+    stop_speaker(system)
+    assert_same_pcm(system.alsa.capture(44100), reference_decode(track.ogg, tmp_path))
+
+
+def test_two_tracks_are_gapless(system: System, tmp_path: Path) -> None:
+    a, b = system.tracks["first"], system.tracks["second"]
+    play_and_wait(system, [a.uri, b.uri])
+    stop_speaker(system)
+    expected = reference_decode(a.ogg, tmp_path) + reference_decode(b.ogg, tmp_path)
+    assert_same_pcm(system.alsa.capture(44100), expected)
+
+
+def test_48k_track_plays_at_48k(system: System, tmp_path: Path) -> None:
+    track = system.tracks["third"]
+    play_and_wait(system, [track.uri])
+    stop_speaker(system)
+    assert system.alsa.capture(44100) == b""
+    assert_same_pcm(system.alsa.capture(48000), reference_decode(track.ogg, tmp_path))
+
+
+def test_unknown_uri_is_a_404_that_names_it(system: System) -> None:
+    missing = "cadenza:track:" + "0" * 22
+    with httpx.Client(base_url=system.url, timeout=30) as http:
+        r = http.post("/api/v1/play", json={"uri": missing})
+        assert r.status_code == 404 and missing in r.json()["error"]["message"]
+        r = http.post("/api/v1/play", json={"uri": "spotify:track:1"})
+        assert r.status_code == 400 and "spotify:track:1" in r.json()["error"]["message"]
+        r = http.put("/api/v1/volume", json={"volume": 150})
+        assert r.status_code == 400 and "volume" in r.json()["error"]["message"]
+
+
+def test_cached_track_plays_with_the_service_gone(system: System, tmp_path: Path) -> None:
+    track = system.tracks["second"]
+    first = play_and_wait(system, [track.uri])
+    assert first["bytes_by_source"].get("service", 0) > 0
+    system.service.send_signal(signal.SIGKILL)
+    system.service.wait()
+    second = play_and_wait(system, [track.uri])
+    assert second["bytes_by_source"].get("cache", 0) > 0
+    assert second["session"]["state"] != "online"
+    stop_speaker(system)
+    # The PCM stays open between plays, so the capture holds both, back to back.
+    reference = reference_decode(track.ogg, tmp_path)
+    assert_same_pcm(system.alsa.capture(44100), reference + reference)
