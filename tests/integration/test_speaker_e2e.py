@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from alsa import AlsaSandbox, assert_same_pcm, requires_alsa
+from alsa import AlsaSandbox, assert_same_pcm, requires_alsa, requires_pv
 from cadenza.service.serve import Roles
 
 BIN = Path(sys.executable).parent
@@ -30,6 +31,7 @@ TRACKS = (
     ("first", 44100, 5.0, 440.0),
     ("second", 44100, 4.0, 660.0),
     ("third", 48000, 3.0, 550.0),
+    ("long", 44100, 12.0, 330.0),
 )
 
 
@@ -48,6 +50,7 @@ class System:
     speaker: subprocess.Popen[str]
     service: subprocess.Popen[str]
     data: Path
+    port: int
 
 
 def reference_decode(ogg: bytes, tmp: Path) -> bytes:
@@ -75,14 +78,37 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 30) 
     raise AssertionError(f"never saw {pattern!r}:\n{''.join(seen)}")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+NO_EXTRAS = ("--no-http", "--no-mdns")
+
+
+def start_service(data: Path, port: int) -> subprocess.Popen[str]:
+    service = subprocess.Popen(
+        [BIN / "cadenza", "serve", "--data", data, "--listen", f"127.0.0.1:{port}", *NO_EXTRAS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _read_until(service, r"listening on .*:(\d+)$")
+    return service
+
+
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
+def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
+    device = getattr(request, "param", "default")
     data = tmp_path / "service"
     music = tmp_path / "music"
     music.mkdir()
     for n, (name, rate, seconds, freq) in enumerate(TRACKS, 1):
         t = np.arange(int(rate * seconds)) / rate
         wave = 0.3 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))
+        if name == "long":  # noise makes a big file: many chunks, so streaming really paces
+            wave = wave + 0.2 * np.random.default_rng(n).standard_normal(len(t))
         soundfile.write(music / f"{n} {name}.flac", np.stack([wave, wave[::-1]], 1), rate)
     pw = tmp_path / "password"
     pw.write_text(PASSWORD + "\n")
@@ -130,12 +156,15 @@ mdns = false
 username = "demo"
 password_file = "{pw}"
 [audio]
-device = "default"
+device = "{device}"
 volume = 100
 normalisation = false
 [control]
 listen = "127.0.0.1:0"
 advertise = false
+[streaming]
+first_piece_seconds = {3 if device == "paced" else 15}
+ahead_seconds = {3 if device == "paced" else 15}
 """
     )
     speaker = subprocess.Popen(
@@ -147,9 +176,10 @@ advertise = false
     )
     try:
         url = _read_until(speaker, r"control API on (http://\S+)").group(1)
-        yield System(tracks, url, alsa, speaker, service, data)
+        system = System(tracks, url, alsa, speaker, service, data, port)
+        yield system
     finally:
-        for proc in (speaker, service):
+        for proc in (speaker, system.service if "system" in locals() else service):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -224,3 +254,44 @@ def test_cached_track_plays_with_the_service_gone(system: System, tmp_path: Path
     # The PCM stays open between plays, so the capture holds both, back to back.
     reference = reference_decode(track.ogg, tmp_path)
     assert_same_pcm(system.alsa.capture(44100), reference + reference)
+
+
+@requires_pv
+@pytest.mark.parametrize("system", ["paced"], indirect=True)
+def test_service_killed_mid_track_and_back(system: System, tmp_path: Path) -> None:
+    """On a device that plays in real time: the buffered part plays on, the rest comes when
+    the service is back, and what reaches ALSA is still exactly the track."""
+    track = system.tracks["long"]
+    with httpx.Client(base_url=system.url, timeout=30) as http:
+        # The paced PCM consumes in real time, like a sound card.
+        r = http.post("/api/v1/play", json={"uri": track.uri})
+        assert r.status_code == 200
+        state = wait_for(http, lambda s: s["position_ms"] > 1500)
+        system.service.send_signal(signal.SIGKILL)
+        system.service.wait()
+        state = wait_for(http, lambda s: s["session"]["state"] != "online")
+        # With the service gone, what is buffered (~3 s ahead) plays on.
+        killed_at = state["position_ms"]
+        state = wait_for(http, lambda s: s["position_ms"] > killed_at + 1000)
+        assert state["session"]["state"] != "online" and state["status"] == "playing"
+        assert state["bytes_by_source"]["service"] < len(track.ogg)  # not all of it yet
+        system.service = start_service(system.data, system.port)
+        state = wait_for(http, lambda s: s["status"] == "stopped", timeout=60)
+    assert state["session"]["state"] == "online"
+    reference = reference_decode(track.ogg, tmp_path)
+    # The paced PCM's pipe (pv) holds ~0.4 s beyond what ALSA accounts for: let it drain.
+    deadline = time.monotonic() + 10
+    while len(system.alsa.capture(44100, "paced")) < len(reference) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop_speaker(system)
+    assert_same_pcm(system.alsa.capture(44100, "paced"), reference)
+
+
+def wait_for(http: httpx.Client, cond: Callable[[dict], bool], timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = http.get("/api/v1/state").json()
+        if cond(state):
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met: {state}")
