@@ -100,7 +100,9 @@ def start_service(data: Path, port: int) -> subprocess.Popen[str]:
 
 @pytest.fixture
 def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
-    device = getattr(request, "param", "default")
+    param = getattr(request, "param", "default")
+    late = param == "late-service"  # the speaker starts while the service is down
+    device = "default" if late else param
     data = tmp_path / "service"
     music = tmp_path / "music"
     music.mkdir()
@@ -126,22 +128,8 @@ def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
     finally:
         roles.close()
 
-    service = subprocess.Popen(
-        [
-            BIN / "cadenza",
-            "serve",
-            "--data",
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--no-http",
-            "--no-mdns",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    port = int(_read_until(service, r"listening on .*:(\d+)$").group(1))
+    port = free_port()
+    service = subprocess.Popen(["true"], text=True) if late else start_service(data, port)
     alsa = AlsaSandbox(tmp_path / "alsa")
     config = tmp_path / "cadenzad.toml"
     config.write_text(
@@ -295,3 +283,36 @@ def wait_for(http: httpx.Client, cond: Callable[[dict], bool], timeout: float = 
             return state
         time.sleep(0.05)
     raise AssertionError(f"condition not met: {state}")
+
+
+@pytest.mark.parametrize("system", ["late-service"], indirect=True)
+def test_service_down_at_start_then_back(system: System, tmp_path: Path) -> None:
+    track = system.tracks["first"]
+    with httpx.Client(base_url=system.url, timeout=30) as http:
+        # The daemon is up and says why it cannot stream yet.
+        state = http.get("/api/v1/state").json()
+        assert state["session"]["state"] in ("offline", "connecting")
+        assert "127.0.0.1" in state["session"]["error"] or state["session"]["state"] == "connecting"
+        r = http.post("/api/v1/play", json={"uri": track.uri})
+        assert r.status_code == 503 and "not reachable" in r.json()["error"]["message"]
+        system.service = start_service(system.data, system.port)
+        wait_for(http, lambda s: s["session"]["state"] == "online", timeout=60)
+    play_and_wait(system, [track.uri])
+    stop_speaker(system)
+    assert_same_pcm(system.alsa.capture(44100), reference_decode(track.ogg, tmp_path))
+
+
+def test_bad_config_stops_start_up_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[audio]\nperiod_frames = "lots"\n[streaming]\nbitrate = 200\n')
+    out = subprocess.run(
+        [BIN / "cadenzad", "--config", config, "--check-config"], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert "audio.period_frames" in out.stderr and "streaming.bitrate" in out.stderr
+    good = tmp_path / "good.toml"
+    good.write_text('[service]\naddress = "127.0.0.1:4070"\n')
+    out = subprocess.run(
+        [BIN / "cadenzad", "--config", good, "--check-config"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
