@@ -94,6 +94,7 @@ async def run_speaker(
         volume=audio.volume,
         max_volume=audio.max_volume,
         metadata_path=state_dir / "tracks.json",
+        normalisation=audio.normalisation,
     )
     player.on_event = speaker.player_event
     info = {

@@ -38,6 +38,8 @@ log = logging.getLogger("cadenza.speaker")
 
 # How often the prefetch/position loop looks at the clock.
 TICK = 0.25
+# Loudness normalisation brings every track to this (EBU R128 streaming practice).
+TARGET_LUFS = -14.0
 # Give up resolving a link after this long (the service may be down).
 RESOLVE_TIMEOUT = 10.0
 
@@ -88,6 +90,7 @@ class Speaker:
         volume: int = 100,
         max_volume: int = 100,
         metadata_path: Path | None = None,
+        normalisation: bool = False,
     ) -> None:
         self.session = session
         self.cache = cache
@@ -98,6 +101,7 @@ class Speaker:
         self.prefetch_s = prefetch_s
         self.policy = StartPolicy(target=stutter_target)
         self.max_volume = max_volume
+        self.normalisation = normalisation
         self.volume = min(volume, max_volume)
         self.queue: list[dict[str, Any]] = []
         self.index = -1
@@ -327,12 +331,21 @@ class Speaker:
         await self._wait_start_threshold(prepared, position_ms)
         if self.current is not prepared:
             return  # another command took over meanwhile
-        self.player.play(PlayItem(prepared.key, prepared.buffer), position_ms)
+        self.player.play(self._item(prepared), position_ms)
         self.status = "playing"
         self._notify()
         duration = int(prepared.track.get("duration_ms", 0))
         if duration - position_ms < self.prefetch_s * 1000:
             await self._prefetch(prepared)  # a short track: its successor is due at once
+
+    def _item(self, p: Prepared) -> PlayItem:
+        """What the player gets; with normalisation, the gain to bring it to TARGET_LUFS."""
+        lufs = p.track.get("loudness_lufs")
+        if not self.normalisation or lufs is None:
+            return PlayItem(p.key, p.buffer)
+        peak_dbfs = p.track.get("peak_dbfs")
+        peak = 10 ** (peak_dbfs / 20) if peak_dbfs is not None else None
+        return PlayItem(p.key, p.buffer, replaygain_db=TARGET_LUFS - lufs, peak=peak)
 
     async def _prefetch(self, cur: Prepared) -> None:
         if self.next is not None or cur.index + 1 >= len(self.queue):
@@ -340,7 +353,7 @@ class Speaker:
         nxt = await self._prepare(cur.index + 1, Priority.PREFETCH)
         if self.current is cur and self.next is None:
             self.next = nxt
-            self.player.set_next(PlayItem(nxt.key, nxt.buffer))
+            self.player.set_next(self._item(nxt))
             log.info("prefetching %s", nxt.track.get("title"))
         else:
             nxt.scope.cancel()
