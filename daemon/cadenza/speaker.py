@@ -292,9 +292,10 @@ class Speaker:
         if source != "cache":
             self._model.record(n, time.monotonic())
 
-    async def _prepare(self, index: int, priority: int) -> Prepared:
+    async def _prepare(self, index: int, priority: int, start_ms: int = 0) -> Prepared:
         assert self._nursery is not None
         stream, scope, choice = self._spawn(index, priority)
+        stream.start_ms = start_ms
 
         async def run_stream(
             task_status: trio.TaskStatus[ChunkBuffer] = trio.TASK_STATUS_IGNORED,
@@ -325,13 +326,14 @@ class Speaker:
         self.error = ""
         self._notify()
         self._model.begin(time.monotonic())  # the clock of the throughput model starts now
-        prepared = await self._prepare(index, Priority.PLAYING)
+        prepared = await self._prepare(index, Priority.PLAYING, position_ms)
         self.current = prepared
         self._play_requested_at[prepared.key] = requested
         await self._wait_start_threshold(prepared, position_ms)
         if self.current is not prepared:
             return  # another command took over meanwhile
         self.player.play(self._item(prepared), position_ms)
+        prepared.stream.playing()
         self.status = "playing"
         self._notify()
         duration = int(prepared.track.get("duration_ms", 0))
@@ -364,7 +366,7 @@ class Speaker:
         bps = prepared.stream.bytes_per_second
         start_byte = int(position_ms / 1000 * bps)
         while not buffer.complete and self.current is prepared:
-            buffered = max(0, buffer.contiguous_bytes - start_byte)
+            buffered = buffer.contiguous_from(start_byte)
             remaining = max(0, buffer.size - start_byte - buffered)
             if buffered > 0 and self.policy.should_start(
                 self._model,
@@ -415,6 +417,7 @@ class Speaker:
                 self.index = self.current.index
                 self.current.stream.set_priority(Priority.PLAYING)
                 self.current.stream._position_ms = self.player.position_ms
+                self.current.stream.playing()
                 if old is not None:
                     old.scope.cancel()
             self.status = "playing"

@@ -316,3 +316,42 @@ def test_bad_config_stops_start_up_naming_the_key(tmp_path: Path) -> None:
         [BIN / "cadenzad", "--config", good, "--check-config"], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
+
+
+@requires_pv
+@pytest.mark.parametrize("system", ["paced"], indirect=True)
+def test_pause_resume_seek_next_previous(system: System) -> None:
+    long, first = system.tracks["long"], system.tracks["first"]
+    with httpx.Client(base_url=system.url, timeout=30) as http:
+        # A #m:ss fragment starts there.
+        r = http.post("/api/v1/play", json={"uris": [long.uri + "#0:05", first.uri]})
+        assert r.status_code == 200
+        state = wait_for(http, lambda s: s["status"] == "playing" and s["position_ms"] >= 5000)
+        assert state["index"] == 0 and len(state["queue"]) == 2
+        http.post("/api/v1/pause")
+        paused = wait_for(http, lambda s: s["status"] == "paused")
+        time.sleep(0.5)
+        still = http.get("/api/v1/state").json()
+        assert (
+            still["status"] == "paused" and abs(still["position_ms"] - paused["position_ms"]) < 200
+        )
+        http.post("/api/v1/resume")
+        wait_for(
+            http,
+            lambda s: s["status"] == "playing" and s["position_ms"] > still["position_ms"] + 300,
+        )
+        r = http.post("/api/v1/seek", json={"position_ms": 9000})
+        assert r.status_code == 200
+        wait_for(http, lambda s: s["position_ms"] >= 9000)
+        r = http.post("/api/v1/seek", json={"position_ms": -5})
+        assert r.status_code == 400 and "position_ms" in r.json()["error"]["message"]
+        http.post("/api/v1/next")
+        state = wait_for(
+            http, lambda s: s["index"] == 1 and s["status"] == "playing" and s["position_ms"] < 2000
+        )
+        assert state["track"]["uri"] == first.uri
+        http.post("/api/v1/previous")  # at the very start of a track: back to the previous one
+        state = wait_for(http, lambda s: s["index"] == 0 and s["status"] == "playing")
+        assert state["track"]["uri"] == long.uri and state["position_ms"] < 3000
+        r = http.put("/api/v1/volume", json={"volume": 30})
+        assert r.status_code == 200 and r.json()["volume"] == 30

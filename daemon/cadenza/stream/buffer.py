@@ -83,6 +83,14 @@ class ChunkBuffer:
         """Chunks present from the start of the file without a hole."""
         return self._contiguous
 
+    def contiguous_from(self, offset: int) -> int:
+        """Bytes present without a hole from ``offset`` on."""
+        index = offset // self.chunk_size
+        end = index
+        while end < self.num_chunks and self._have[end]:
+            end += 1
+        return max(0, min(self.size, end * self.chunk_size) - offset) if end > index else 0
+
     @property
     def contiguous_bytes(self) -> int:
         return min(self.size, self._contiguous * self.chunk_size)

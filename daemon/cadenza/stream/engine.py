@@ -178,11 +178,18 @@ class FileStream:
         self._wake = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
         self.done = trio.Event()
+        # Until playback starts the playhead is where it will start (a #m:ss link, a seek).
+        self.start_ms: int | None = None
 
     @property
     def bytes_per_second(self) -> float:
         c = self.choice
         return c.size / (c.duration_ms / 1000) if c.duration_ms > 0 else c.bitrate * 125
+
+    def playing(self) -> None:
+        """Playback has started: follow the player's position from now on."""
+        self.start_ms = None
+        self._wake.set()
 
     def set_priority(self, priority: int) -> None:
         self.priority = priority
@@ -254,7 +261,8 @@ class FileStream:
         first_piece = max(1, math.ceil(self.first_piece_s * bps / CHUNK_SIZE))
         async with trio.open_nursery() as nursery:
             while not buffer.complete:
-                playhead = int(self._position_ms() / 1000 * bps) // CHUNK_SIZE
+                position = self._position_ms() if self.start_ms is None else self.start_ms
+                playhead = int(position / 1000 * bps) // CHUNK_SIZE
                 plan = plan_range(
                     buffer,
                     playhead_chunk=playhead,
