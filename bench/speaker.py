@@ -53,6 +53,7 @@ import httpx
 import psutil
 
 import cadenza
+from cadenza.service.catalog import Track
 from cadenza.service.serve import Roles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +174,7 @@ def free_port() -> int:
 
 def cpu_s(p: psutil.Process) -> float:
     t = p.cpu_times()
-    return t.user + t.system
+    return float(t.user + t.system)
 
 
 def vm_hwm_bytes(pid: int) -> int:
@@ -268,7 +269,7 @@ def prepare_service(tmp: Path) -> dict[str, Any]:
     try:
         for name in (TRACK_X, *UNCACHED):
             found, _ = roles.catalog.search("track", name)
-            [track] = [t for t in found if t.title == name]
+            [track] = [t for t in found if isinstance(t, Track) and t.title == name]
             ref = next(f for f in track.files if f.bitrate == 160)
             tracks[name] = {
                 "uri": track.uri,
@@ -337,7 +338,8 @@ class Speaker:
         self.wait(lambda s: s["session"]["state"] == "online", timeout=60)
 
     def state(self) -> dict[str, Any]:
-        return self.http.get("/api/v1/state").json()
+        state: dict[str, Any] = self.http.get("/api/v1/state").json()
+        return state
 
     def wait(self, cond: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -561,10 +563,11 @@ def _run(args: argparse.Namespace, tmp: Path, procs: Procs, result: dict[str, An
     log(f"mpd: playing {TRACK_X} for {args.seconds} s ...", flush=True)
     mpd, mpd_port = start_mpd(procs, tmp, alsa, prepared["x"])
     time.sleep(1)
-    mpc_play = ["mpc", "-q", "-p", str(mpd_port), "play"]
-    mpd_res = measure_window(
-        mpd.pid, args.seconds, lambda: subprocess.run(mpc_play, check=True, env=alsa.env())
-    )
+
+    def mpc_play() -> None:
+        subprocess.run(["mpc", "-q", "-p", str(mpd_port), "play"], check=True, env=alsa.env())
+
+    mpd_res = measure_window(mpd.pid, args.seconds, mpc_play)
     mpd_res["position_s"] = round(float(mpd_request(mpd_port, "status").get("elapsed", 0)), 1)
     if args.mpd_plays:
         log("mpd: start latency ...", flush=True)
