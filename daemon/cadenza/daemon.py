@@ -21,6 +21,7 @@ from cadenza.control.http import control_app
 from cadenza.net import mdns
 from cadenza.net.http import serve_http
 from cadenza.player.player import Player
+from cadenza.player.volume import MixerVolume, Volume
 from cadenza.protocol.certificate import fingerprint
 from cadenza.service.keys import load_or_create_static_key
 from cadenza.session import discovery
@@ -79,6 +80,7 @@ async def run_speaker(
         period_frames=audio.period_frames,
         periods=audio.periods,
         volume_range_db=audio.volume_range_db,
+        volume=_mixer_volume(audio),
     )
     if device != audio.device:
         log.warning("audio device %r cannot be opened; playing to %r instead", audio.device, device)
@@ -151,3 +153,23 @@ async def _serve(
 def _lan_address() -> str:
     addrs = mdns.host_addresses()
     return addrs[0] if addrs else "127.0.0.1"
+
+
+def _mixer_volume(audio: Any) -> Volume | None:
+    """The ALSA mixer control named in the configuration, or None for software volume."""
+    if audio.volume_control != "mixer":
+        return None
+    control = audio.mixer_control or "Master"
+    card = audio.mixer_card if audio.mixer_card is not None else 0
+    if isinstance(card, str) and card.isdigit():
+        card = int(card)
+    try:
+        return MixerVolume(control, card, range_db=audio.volume_range_db)
+    except Exception as exc:  # alsaaudio.ALSAAudioError and friends: no such card/control
+        log.warning(
+            "mixer control %r on card %r cannot be used (%s): using software volume",
+            control,
+            card,
+            exc,
+        )
+        return None

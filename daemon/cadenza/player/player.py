@@ -249,6 +249,7 @@ class Player:
         periods: int = DEFAULT_PERIODS,
         volume_range_db: float = DEFAULT_RANGE_DB,
         on_event: Callable[[Event], None] | None = None,
+        volume: Volume | None = None,
     ) -> tuple[Player, str]:
         """A player (software volume) on the first of ``devices`` that opens for 44.1 kHz
         stereo, and that device's name. The ALSA ``null`` device is paced by the clock.
@@ -262,8 +263,8 @@ class Player:
             except OutputError as exc:
                 failures.append(str(exc))
                 continue
-            volume = SoftwareVolume(range_db=volume_range_db)
-            return cls(output, volume=volume, on_event=on_event), device
+            chosen = volume if volume is not None else SoftwareVolume(range_db=volume_range_db)
+            return cls(output, volume=chosen, on_event=on_event), device
         raise OutputError("no audio device could be opened: " + "; ".join(failures or ["none"]))
 
     # --- control (any thread) ------------------------------------------------------------
