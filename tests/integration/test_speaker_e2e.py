@@ -102,7 +102,19 @@ def start_service(data: Path, port: int) -> subprocess.Popen[str]:
 def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
     param = getattr(request, "param", "default")
     late = param == "late-service"  # the speaker starts while the service is down
-    device = "default" if late else param
+    full = param == "full-disk"  # the cache directory is a 64 KiB file system
+    device = "default" if late or full else param
+    cache_dir = tmp_path / "cache"
+    if full:
+        cache_dir.mkdir()
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(cache_dir)],
+            capture_output=True,
+            text=True,
+        )
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(cache_dir)]))
     data = tmp_path / "service"
     music = tmp_path / "music"
     music.mkdir()
@@ -137,7 +149,7 @@ def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
 [speaker]
 name = "E2E"
 state_dir = "{tmp_path / "state"}"
-cache_dir = "{tmp_path / "cache"}"
+cache_dir = "{cache_dir}"
 [service]
 address = "127.0.0.1:{port}"
 mdns = false
@@ -150,6 +162,8 @@ normalisation = false
 [control]
 listen = "127.0.0.1:0"
 advertise = false
+[cache]
+max_size = "{"10M" if full else "auto"}"
 [streaming]
 first_piece_seconds = {3 if device == "paced" else 15}
 ahead_seconds = {3 if device == "paced" else 15}
@@ -355,3 +369,15 @@ def test_pause_resume_seek_next_previous(system: System) -> None:
         assert state["track"]["uri"] == long.uri and state["position_ms"] < 3000
         r = http.put("/api/v1/volume", json={"volume": 30})
         assert r.status_code == 200 and r.json()["volume"] == 30
+
+
+@pytest.mark.parametrize("system", ["full-disk"], indirect=True)
+def test_full_disk_cache_does_not_stop_playback(system: System, tmp_path: Path) -> None:
+    track = system.tracks["long"]  # ~400 KB: cannot fit in the 64 KiB cache file system
+    state = play_and_wait(system, [track.uri])
+    assert state["bytes_by_source"]["service"] >= len(track.ogg)
+    stop_speaker(system)
+    assert_same_pcm(system.alsa.capture(44100), reference_decode(track.ogg, tmp_path))
+    assert system.speaker.stdout is not None
+    log = system.speaker.stdout.read()
+    assert "disk is full" in log or "could not cache" in log, log
