@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from cadenza.protocol import envelope
 from cadenza.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -75,7 +76,7 @@ SIGNATURE_DOMAIN = b"cadenza/membership/v1\x00"
 PEER_ID_SIZE = 16
 NOISE_KEY_SIZE = 32
 KEY_ID_SIZE = 8
-SIGNATURE_SIZE = 64
+SIGNATURE_SIZE = envelope.SIGNATURE_SIZE
 PUBLIC_KEY_SIZE = 32
 MAX_HOST_LENGTH = 255  # a DNS name is at most 253; an IPv6 literal far less
 MAX_OVERLAY_ID_LENGTH = 64
@@ -312,33 +313,12 @@ class CertificateVerifier:
 
 
 def _decode(data: bytes) -> MembershipCertificate:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise LocalProtocolError(f"certificate must be bytes, not {type(data).__name__}")
-    data = bytes(data)
-    if len(data) > MAX_CERT_SIZE:
-        raise _malformed(f"certificate of {len(data)} bytes exceeds the {MAX_CERT_SIZE} limit")
-
-    envelope = _unpack(data, "certificate")
-    if not isinstance(envelope, list) or not envelope:
-        raise _malformed("certificate is not a [version, body, signature] array")
-    version = envelope[0]
-    if type(version) is not int:
-        raise _malformed("certificate version is not an integer")
-    if version != VERSION:
-        raise _malformed(f"unsupported certificate version {version} (this side knows {VERSION})")
-    if len(envelope) != 3:
-        raise _malformed(f"certificate envelope has {len(envelope)} elements, not 3")
-    _, body, signature = envelope
-    if type(body) is not bytes:
-        raise _malformed("certificate body is not a byte string")
-    if type(signature) is not bytes or len(signature) != SIGNATURE_SIZE:
-        raise _malformed(f"certificate signature is not {SIGNATURE_SIZE} bytes")
-    if _pack_envelope(body, signature) != data:
-        raise _malformed("certificate envelope is not in canonical msgpack encoding")
-
-    fields = _unpack(body, "certificate body")
-    if not isinstance(fields, dict):
-        raise _malformed("certificate body is not a map")
+    try:
+        body, signature, fields = envelope.open_envelope(
+            data, what="certificate", version=VERSION, max_size=MAX_CERT_SIZE
+        )
+    except envelope.Malformed as exc:
+        raise _malformed(str(exc)) from None
     problem = _field_problem(fields)
     if problem is not None:
         raise _malformed(f"certificate {problem}")
@@ -354,30 +334,6 @@ def _decode(data: bytes) -> MembershipCertificate:
         body=body,
         signature=signature,
     )
-
-
-def _unpack(data: bytes, what: str) -> object:
-    try:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, object_pairs_hook=_map_without_duplicates
-        )
-    # Everything msgpack raises on hostile input (truncation, trailing bytes, bad
-    # UTF-8, bad ext data, nesting too deep) is a ValueError or its own exception.
-    except (ValueError, TypeError, RecursionError, msgpack.UnpackException):
-        raise _malformed(f"{what} is not valid msgpack") from None
-
-
-def _map_without_duplicates(pairs: list[tuple[object, object]]) -> dict[str, object]:
-    # A repeated key would let two decoders read different values from one
-    # signed body; refuse the ambiguity rather than pick a winner.
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if not isinstance(key, str):
-            raise _malformed("certificate map key is not a string")
-        if key in result:
-            raise _malformed(f"certificate repeats field {key!r}")
-        result[key] = value
-    return result
 
 
 def _field_problem(fields: dict[str, Any]) -> str | None:
@@ -418,8 +374,7 @@ def _field_problem(fields: dict[str, Any]) -> str | None:
 
 
 def _pack_envelope(body: bytes, signature: bytes) -> bytes:
-    packed: bytes = msgpack.packb([VERSION, body, signature], use_bin_type=True)
-    return packed
+    return envelope.pack(VERSION, body, signature)
 
 
 def _is_timestamp(value: object) -> TypeGuard[int]:

@@ -44,7 +44,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from cadenza.protocol.certificate import KEY_ID_SIZE, SIGNATURE_SIZE, key_id
+from cadenza.protocol import envelope
+from cadenza.protocol.certificate import KEY_ID_SIZE, key_id
 from cadenza.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -355,33 +356,12 @@ class ManifestVerifier:
 
 
 def _decode(data: bytes) -> Manifest:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise LocalProtocolError(f"manifest must be bytes, not {type(data).__name__}")
-    data = bytes(data)
-    if len(data) > MAX_MANIFEST_SIZE:
-        raise _malformed(f"manifest of {len(data)} bytes exceeds the {MAX_MANIFEST_SIZE} limit")
-
-    envelope = _unpack(data, "manifest")
-    if not isinstance(envelope, list) or not envelope:
-        raise _malformed("manifest is not a [version, body, signature] array")
-    version = envelope[0]
-    if type(version) is not int:
-        raise _malformed("manifest version is not an integer")
-    if version != VERSION:
-        raise _malformed(f"unsupported manifest version {version} (this side knows {VERSION})")
-    if len(envelope) != 3:
-        raise _malformed(f"manifest envelope has {len(envelope)} elements, not 3")
-    _, body, signature = envelope
-    if type(body) is not bytes:
-        raise _malformed("manifest body is not a byte string")
-    if type(signature) is not bytes or len(signature) != SIGNATURE_SIZE:
-        raise _malformed(f"manifest signature is not {SIGNATURE_SIZE} bytes")
-    if _pack_envelope(body, signature) != data:
-        raise _malformed("manifest envelope is not in canonical msgpack encoding")
-
-    fields = _unpack(body, "manifest body")
-    if not isinstance(fields, dict):
-        raise _malformed("manifest body is not a map")
+    try:
+        body, signature, fields = envelope.open_envelope(
+            data, what="manifest", version=VERSION, max_size=MAX_MANIFEST_SIZE
+        )
+    except envelope.Malformed as exc:
+        raise _malformed(str(exc)) from None
     problem = _field_problem(fields)
     if problem is not None:
         raise _malformed(f"manifest {problem}")
@@ -395,30 +375,6 @@ def _decode(data: bytes) -> Manifest:
         signature=signature,
         body=body,
     )
-
-
-def _unpack(data: bytes, what: str) -> object:
-    try:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, object_pairs_hook=_map_without_duplicates
-        )
-    # Everything msgpack raises on hostile input (truncation, trailing bytes, bad
-    # UTF-8, bad ext data, nesting too deep) is a ValueError or its own exception.
-    except (ValueError, TypeError, RecursionError, msgpack.UnpackException):
-        raise _malformed(f"{what} is not valid msgpack") from None
-
-
-def _map_without_duplicates(pairs: list[tuple[object, object]]) -> dict[str, object]:
-    # A repeated key would let two decoders read different values from one signed
-    # body; refuse the ambiguity rather than pick a winner.
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if not isinstance(key, str):
-            raise _malformed("manifest map key is not a string")
-        if key in result:
-            raise _malformed(f"manifest repeats field {key!r}")
-        result[key] = value
-    return result
 
 
 def _field_problem(fields: dict[str, Any]) -> str | None:
@@ -453,8 +409,7 @@ def _field_problem(fields: dict[str, Any]) -> str | None:
 
 
 def _pack_envelope(body: bytes, signature: bytes) -> bytes:
-    packed: bytes = msgpack.packb([VERSION, body, signature], use_bin_type=True)
-    return packed
+    return envelope.pack(VERSION, body, signature)
 
 
 def _byte_view(data: bytes | memoryview) -> memoryview:
