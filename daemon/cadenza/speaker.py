@@ -32,7 +32,13 @@ from cadenza.protocol.manifest import ManifestVerifier
 from cadenza.protocol.messages import Priority
 from cadenza.session.client import Session
 from cadenza.stream.buffer import ChunkBuffer
-from cadenza.stream.engine import FileChoice, FileStream, ServiceSource, choose_file
+from cadenza.stream.engine import (
+    TAIL_CHUNKS,
+    FileChoice,
+    FileStream,
+    ServiceSource,
+    choose_file,
+)
 
 log = logging.getLogger("cadenza.speaker")
 
@@ -365,7 +371,14 @@ class Speaker:
         buffer = prepared.buffer
         bps = prepared.stream.bytes_per_second
         start_byte = int(position_ms / 1000 * bps)
+        tail = range(max(0, buffer.num_chunks - TAIL_CHUNKS), buffer.num_chunks)
         while not buffer.complete and self.current is prepared:
+            if not all(buffer.has_chunk(i) for i in tail):
+                # libvorbisfile reads the end of the file when it opens: without it the
+                # decoder would block at once (and report buffering) however full the start.
+                with trio.move_on_after(0.02):
+                    await prepared.stream.done.wait()
+                continue
             buffered = buffer.contiguous_from(start_byte)
             remaining = max(0, buffer.size - start_byte - buffered)
             if buffered > 0 and self.policy.should_start(
