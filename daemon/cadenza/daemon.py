@@ -105,49 +105,38 @@ async def run_speaker(
         "model": "cadenza",
         "audio_device": device,
     }
+    ctl_host, ctl_port = ctl.listen
     try:
         async with trio.open_nursery() as nursery:
-            await _serve(nursery, session, speaker, ctl, info, device, task_status)
+            await nursery.start(session.run)
+            await nursery.start(speaker.run)
+            bound = await nursery.start(
+                partial(serve_http, control_app(speaker, info), ctl_host, ctl_port)
+            )
+            url_host = bound[0] if bound[0] not in ("0.0.0.0", "::") else _lan_address()
+            url = f"http://{url_host}:{bound[1]}/"
+            mdns_name = None
+            if ctl.advertise:
+                adv = await nursery.start(
+                    partial(
+                        mdns.advertise,
+                        SPEAKER_SERVICE_TYPE,
+                        info["name"],
+                        bound[1],
+                        {
+                            "id": info["id"],
+                            "name": info["name"],
+                            "model": "cadenza",
+                            "api": "1",
+                            "path": "/api/v1",
+                        },
+                    )
+                )
+                mdns_name = adv.name
+            task_status.started(Running(speaker, bound, url, device, mdns_name))
     finally:
         await trio.to_thread.run_sync(player.close)
         cache.close()
-
-
-async def _serve(
-    nursery: trio.Nursery,
-    session: Session,
-    speaker: Speaker,
-    ctl: Any,
-    info: dict[str, str],
-    device: str,
-    task_status: trio.TaskStatus[Running],
-) -> None:
-    if True:
-        await nursery.start(session.run)
-        await nursery.start(speaker.run)
-        host, port = ctl.listen
-        bound = await nursery.start(partial(serve_http, control_app(speaker, info), host, port))
-        url_host = bound[0] if bound[0] not in ("0.0.0.0", "::") else _lan_address()
-        url = f"http://{url_host}:{bound[1]}/"
-        mdns_name = None
-        if ctl.advertise:
-            adv = await nursery.start(
-                partial(
-                    mdns.advertise,
-                    SPEAKER_SERVICE_TYPE,
-                    info["name"],
-                    bound[1],
-                    {
-                        "id": info["id"],
-                        "name": info["name"],
-                        "model": "cadenza",
-                        "api": "1",
-                        "path": "/api/v1",
-                    },
-                )
-            )
-            mdns_name = adv.name
-        task_status.started(Running(speaker, bound, url, device, mdns_name))
 
 
 def _lan_address() -> str:

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,14 +114,12 @@ class Speaker:
         self.current: Prepared | None = None
         self.next: Prepared | None = None
         self.stats = Stats()
-        self.underruns = 0
         self.error = ""
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._play_requested_at: dict[str, float] = {}
         self._generation = 0
         self._changed = trio.Event()
-        self._listeners: list[Callable[[], None]] = []
         self._model = ThroughputModel()
         # Metadata of tracks seen, so that a cached track plays with no network at all,
         # also after a restart.
@@ -223,17 +220,12 @@ class Speaker:
             "error": self.error,
         }
 
-    def subscribe(self, callback: Callable[[], None]) -> None:
-        self._listeners.append(callback)
-
     async def wait_changed(self) -> None:
         await self._changed.wait()
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-        for cb in self._listeners:
-            cb()
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -290,8 +282,12 @@ class Speaker:
             first_piece_s=self.first_piece_s,
             ahead_s=self.ahead_s,
             on_stats=self._on_bytes,
+            on_bad_chunk=self._on_bad_chunk,
         )
         return stream, trio.CancelScope(), choice
+
+    def _on_bad_chunk(self) -> None:
+        self.stats.bad_chunks += 1
 
     def _on_bytes(self, source: str, n: int) -> None:
         self.stats.add(source, n)
@@ -402,10 +398,7 @@ class Speaker:
                 remaining = duration - self.player.position_ms()
                 if remaining < self.prefetch_s * 1000:
                     await self._prefetch(cur)
-            self._notify_position()
-
-    def _notify_position(self) -> None:
-        self._notify()
+            self._notify()  # the position moved
 
     # --- player events (from the player's thread) ------------------------------------------------
 
@@ -450,8 +443,6 @@ class Speaker:
                 self.status = state
             elif state == "stopped" and self.next is None and self.status != "loading":
                 self.status = "stopped"
-        elif name == "Underrun":
-            self.underruns = getattr(event, "count", self.underruns + 1)
         elif name == "Error":
             self.error = getattr(event, "message", "player error")
             log.error("player: %s", self.error)

@@ -95,6 +95,7 @@ async def test_bad_chunks_are_detected_refetched_and_never_written(tmp_path: Pat
 
         source = CorruptingSource(ServiceSource(session), corrupt={0, 7, 18})
         cache = Cache(tmp_path / "cache", capacity=10 << 20)
+        reported: list[int] = []
         stream = FileStream(
             FileChoice(manifest.file_id, manifest.size, 160, track.duration_ms),
             session=session,
@@ -102,11 +103,12 @@ async def test_bad_chunks_are_detected_refetched_and_never_written(tmp_path: Pat
             verifier=verifier,
             sources=[source],
             first_piece_s=100,  # everything at once: this test is about integrity
+            on_bad_chunk=lambda: reported.append(1),
         )
         buffer = await nursery.start(stream.run)
         with trio.fail_after(30):
             await stream.done.wait()
-        assert stream.stats.bad_chunks == 3
+        assert stream.stats.bad_chunks == 3 == len(reported)  # what the speaker's state shows
         # Each bad chunk was asked for again and the good copy taken.
         assert sorted(i for i in source.delivered if i in (0, 7, 18)) == [0, 0, 7, 7, 18, 18]
         assert buffer.complete and buffer.getvalue() == payload

@@ -161,6 +161,7 @@ class FileStream:
         first_piece_s: float = 15.0,
         ahead_s: float = 15.0,
         on_stats: Callable[[str, int], None] | None = None,
+        on_bad_chunk: Callable[[], None] | None = None,
     ) -> None:
         self.choice = choice
         self.session = session
@@ -173,6 +174,7 @@ class FileStream:
         self.ahead_s = ahead_s
         self.stats = StreamStats()
         self._on_stats = on_stats
+        self._on_bad_chunk = on_bad_chunk
         self.buffer: ChunkBuffer | None = None
         self.manifest: Manifest | None = None
         self._wake = trio.Event()
@@ -296,6 +298,8 @@ class FileStream:
                             manifest.verify_chunk(index, data)
                         except ChunkError as exc:
                             self.stats.bad_chunks += 1
+                            if self._on_bad_chunk is not None:
+                                self._on_bad_chunk()
                             log.warning(
                                 "bad chunk %d of %s from %s: %s",
                                 index,
