@@ -20,9 +20,11 @@ from cadenza.cache.store import Cache
 from cadenza.control.http import control_app
 from cadenza.net import mdns
 from cadenza.net.http import serve_http
+from cadenza.p2p.overlay import Overlay, OverlayConfig
 from cadenza.player.player import Player
 from cadenza.player.volume import MixerVolume, Volume
 from cadenza.protocol.certificate import fingerprint
+from cadenza.protocol.messages import Message
 from cadenza.service.keys import load_or_create_static_key
 from cadenza.session import discovery
 from cadenza.session.client import Credentials, Endpoint, Session
@@ -66,12 +68,19 @@ async def run_speaker(
         )
         return [Endpoint(e.host, e.port, e.source, e.fingerprint) for e in found]
 
+    overlay: Overlay | None = None
+
+    async def on_push(msg: Message) -> None:
+        if overlay is not None:
+            await overlay.on_push(msg)
+
     session = Session(
         static=static,
         state_dir=state_dir,
         candidates=candidates,
         credentials=Credentials(svc.username or "", _read_password(svc.password_file), name),
         pinned_fingerprint=svc.fingerprint or None,
+        on_push=on_push,
     )
     cache = Cache(cache_dir, capacity=config.cache.max_size)
     devices = [audio.device] + ([audio.fallback_device] if audio.fallback_device else [])
@@ -98,6 +107,23 @@ async def run_speaker(
         metadata_path=state_dir / "tracks.json",
         normalisation=audio.normalisation,
     )
+    p2p = config.p2p
+    if p2p.enabled:
+        overlay = Overlay(
+            session=session,
+            cache=cache,
+            static=static,
+            config=OverlayConfig(
+                port=p2p.port,
+                soft_max=p2p.max_neighbours,
+                hard_max=p2p.hard_max_neighbours,
+                max_uploads=p2p.max_uploads,
+                upload_rate=p2p.upload_rate or 0,
+                lan=p2p.lan_discovery,
+            ),
+            buffer_low=speaker.playback_buffer_low,
+        )
+        speaker.overlay = overlay
     player.on_event = speaker.player_event
     info = {
         "id": fingerprint(static.public).replace(":", "")[:16],
@@ -108,6 +134,9 @@ async def run_speaker(
     ctl_host, ctl_port = ctl.listen
     try:
         async with trio.open_nursery() as nursery:
+            if overlay is not None:
+                # First: the session logs in with the port peers reach us on.
+                await nursery.start(overlay.run)
             await nursery.start(session.run)
             await nursery.start(speaker.run)
             bound = await nursery.start(

@@ -35,7 +35,9 @@ from cadenza.stream.engine import (
     TAIL_CHUNKS,
     FileChoice,
     FileStream,
+    PeerNetwork,
     ServiceSource,
+    StreamStats,
     choose_file,
 )
 
@@ -45,6 +47,10 @@ log = logging.getLogger("cadenza.speaker")
 TICK = 0.25
 # Loudness normalisation brings every track to this (EBU R128 streaming practice).
 TARGET_LUFS = -14.0
+# Below this much audio buffered ahead of the playhead, uploads to peers pause.
+LOW_BUFFER_S = 3.0
+# Tracks whose byte sources the state keeps.
+HISTORY = 20
 # Give up resolving a link after this long (the service may be down).
 RESOLVE_TIMEOUT = 10.0
 
@@ -96,8 +102,10 @@ class Speaker:
         max_volume: int = 100,
         metadata_path: Path | None = None,
         normalisation: bool = False,
+        overlay: PeerNetwork | None = None,
     ) -> None:
         self.session = session
+        self.overlay = overlay
         self.cache = cache
         self.player = player
         self.bitrate = bitrate
@@ -114,6 +122,7 @@ class Speaker:
         self.current: Prepared | None = None
         self.next: Prepared | None = None
         self.stats = Stats()
+        self.history: list[dict[str, Any]] = []
         self.error = ""
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -210,6 +219,9 @@ class Speaker:
             "bytes_by_source": dict(self.stats.bytes_by_source),
             "underruns": self.player.underruns,
             "bad_chunks": self.stats.bad_chunks,
+            "traffic": self._traffic(),
+            "tracks_streamed": list(self.history),
+            "p2p": self.overlay.figures() if self.overlay is not None else None,
             "start_latency_ms": self.stats.start_latencies_ms[-10:],
             "session": {
                 "state": self.session.status.state.value,
@@ -218,6 +230,22 @@ class Speaker:
                 "user": self.session.status.user,
             },
             "error": self.error,
+        }
+
+    def _traffic(self) -> dict[str, int]:
+        """Music bytes by source, and what the wire carried besides them (overhead)."""
+        useful = sum(n for src, n in self.stats.bytes_by_source.items() if src != "cache")
+        wire_in, wire_out = self.session.bytes_received, self.session.bytes_sent
+        if self.overlay is not None:
+            figures = self.overlay.figures()
+            wire_in += figures["wire_in"]
+            wire_out += figures["wire_out"]
+        return {
+            "music_in": useful,
+            "duplicate_in": sum(h["duplicate_bytes"] for h in self.history),
+            "wire_in": wire_in,
+            "wire_out": wire_out,
+            "overhead_in": max(0, wire_in - useful),
         }
 
     async def wait_changed(self) -> None:
@@ -283,8 +311,46 @@ class Speaker:
             ahead_s=self.ahead_s,
             on_stats=self._on_bytes,
             on_bad_chunk=self._on_bad_chunk,
+            overlay=self.overlay,
         )
         return stream, trio.CancelScope(), choice
+
+    def _record(self, track: dict[str, Any], stream: FileStream) -> None:
+        """Keep (and log) where a track's bytes came from and who found its peers."""
+        st: StreamStats = stream.stats
+        found_by = {k: len(v) for k, v in sorted(st.found_by.items())}
+        entry: dict[str, Any] = {
+            "uri": track.get("uri"),
+            "title": track.get("title"),
+            "file_id": stream.choice.file_id,
+            "complete": stream.buffer is not None and stream.buffer.complete,
+            "bytes_by_source": dict(st.bytes_by_source),
+            "duplicate_bytes": st.duplicate_bytes,
+            "bad_chunks": st.bad_chunks,
+            "peers_found_by": found_by,
+        }
+        self.history.append(entry)
+        del self.history[:-HISTORY]
+        total = sum(st.bytes_by_source.values())
+        if total and not st.from_cache:
+            log.info(
+                "streamed %s: %s; peers found by %s",
+                track.get("title") or stream.choice.file_id[:12],
+                ", ".join(
+                    f"{src} {n / 1024:.0f} KiB ({100 * n / total:.0f}%)"
+                    for src, n in sorted(st.bytes_by_source.items())
+                ),
+                ", ".join(f"{k} {v}" for k, v in found_by.items()) or "none",
+            )
+
+    def playback_buffer_low(self) -> bool:
+        """Our own playback is about to starve: peers must not take our bandwidth now."""
+        cur = self.current
+        if cur is None or self.status != "playing" or cur.buffer.complete:
+            return False
+        bps = cur.stream.bytes_per_second
+        playhead = int(self.player.position_ms() / 1000 * bps)
+        return cur.buffer.contiguous_from(playhead) < LOW_BUFFER_S * bps
 
     def _on_bad_chunk(self) -> None:
         self.stats.bad_chunks += 1
@@ -302,8 +368,11 @@ class Speaker:
         async def run_stream(
             task_status: trio.TaskStatus[ChunkBuffer] = trio.TASK_STATUS_IGNORED,
         ) -> None:
-            with scope:
-                await stream.run(task_status=task_status)
+            try:
+                with scope:
+                    await stream.run(task_status=task_status)
+            finally:
+                self._record(self.queue[index] if index < len(self.queue) else {}, stream)
 
         buffer = await self._nursery.start(run_stream)
         self._generation += 1

@@ -164,7 +164,17 @@ BAD_VALUES: list[tuple[str, str, list[str], str]] = [
     ("p2p", "port", ["-1", "65536", '"4090"'], "from 0 to 65535"),
     ("p2p", "max_neighbours", ["0", "61"], "from 1 to 60"),
     ("p2p", "max_uploads", ["-1", "33"], "from 0 to 32"),
+    ("p2p", "hard_max_neighbours", ["0", "121"], "from 1 to 120"),
+    ("p2p", "upload_rate", ['"fast"', "-5"], '"1.5G"'),
+    ("p2p", "lan_discovery", ['"yes"'], "true or false"),
 ]
+
+
+def test_soft_neighbour_limit_above_the_hard_one_is_refused() -> None:
+    problems = problems_of("[p2p]\nmax_neighbours = 40\nhard_max_neighbours = 30\n")
+    assert len(problems) == 1
+    assert "p2p.max_neighbours" in problems[0]
+    assert "above p2p.hard_max_neighbours (30)" in problems[0]
 
 
 def test_the_bad_value_table_covers_every_key() -> None:

@@ -219,6 +219,12 @@ class Cache:
             self._policy.capacity,
         )
 
+    def set_verifier(self, verifier: ManifestVerifier | None) -> None:
+        """Check manifests with ``verifier`` from now on (the service's keys, known at login):
+        then a chunk served to a peer is checked alone, not by hashing its whole file."""
+        with self._lock:
+            self._verifier = verifier
+
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:

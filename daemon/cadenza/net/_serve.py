@@ -30,7 +30,7 @@ OnConnection = Callable[[PeerConnection], Awaitable[None]]
 async def serve_connections(
     handler: Handler,
     *,
-    identity: Identity,
+    identity: Identity | Callable[[], Identity],
     host: str | None = "127.0.0.1",
     port: int = 0,
     verify: Verifier | None = None,
@@ -43,15 +43,18 @@ async def serve_connections(
     """Listen on ``host:port`` and serve every connection until cancelled.
 
     ``started`` with the listeners (their ``socket.getsockname()`` tells the port
-    when ``port`` is 0). A peer that fails the handshake or ``verify`` is logged
-    and dropped; it never reaches ``handler`` or ``on_connection``.
+    when ``port`` is 0). ``identity`` may be a function, asked for each connection (a
+    speaker's handshake payload carries a certificate that is renewed). A peer that fails
+    the handshake or ``verify`` is logged and dropped; it never reaches ``handler`` or
+    ``on_connection``.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
 
     async def serve_one(stream: trio.SocketStream) -> None:
+        me = identity() if callable(identity) else identity
         conn = PeerConnection(
             stream,
-            sansio.Connection(sansio.Role.RESPONDER, identity.static, payload=identity.payload),
+            sansio.Connection(sansio.Role.RESPONDER, me.static, payload=me.payload),
             handler=handler,
             verify=verify,
             keepalive=keepalive,

@@ -219,6 +219,13 @@ class AccessPoint:
                 await trio.to_thread.run_sync(
                     self.accounts.check_password, req.username, req.password
                 )
+                # A banned speaker must not come back as a new device of the same account.
+                user_ban = await self.db.run(_active_user_ban, req.username, now)
+                if user_ban is not None:
+                    return ErrorReply(
+                        "banned",
+                        f"a device of this account is banned until {time.ctime(user_ban)}",
+                    )
                 device, new_credential = await trio.to_thread.run_sync(
                     self.accounts.add_device, req.username, req.device_name
                 )
@@ -434,6 +441,15 @@ class AccessPoint:
 def _active_ban(conn: sqlite3.Connection, device_id: str, now: float) -> float | None:
     row = conn.execute(
         "SELECT MAX(until) AS until FROM bans WHERE device_id = ? AND until > ?", (device_id, now)
+    ).fetchone()
+    return None if row is None or row["until"] is None else float(row["until"])
+
+
+def _active_user_ban(conn: sqlite3.Connection, user: str, now: float) -> float | None:
+    row = conn.execute(
+        "SELECT MAX(b.until) AS until FROM bans b JOIN devices d ON b.device_id = d.id"
+        " WHERE d.user = ? AND b.until > ?",
+        (user, now),
     ).fetchone()
     return None if row is None or row["until"] is None else float(row["until"])
 

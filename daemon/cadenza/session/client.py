@@ -145,6 +145,7 @@ class Session:
         self._changed = trio.Event()
         self.status = Status()
         self.backoff = Backoff()
+        self._old_in = self._old_out = 0  # bytes on connections that have closed
 
     # --- public --------------------------------------------------------------------------
 
@@ -155,6 +156,17 @@ class Session:
     @property
     def login(self) -> api.LoginOk | None:
         return self._live.login if self._live else None
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes on the wire from the access point, over every connection so far."""
+        live = self._live.conn.bytes_received if self._live is not None else 0
+        return self._old_in + live
+
+    @property
+    def bytes_sent(self) -> int:
+        live = self._live.conn.bytes_sent if self._live is not None else 0
+        return self._old_out + live
 
     async def wait_online(self, timeout: float | None = None) -> net.PeerConnection:
         with trio.move_on_after(timeout if timeout is not None else float("inf")):
@@ -279,6 +291,8 @@ class Session:
             finally:
                 self._live = None
                 self._online = trio.Event()
+                self._old_in += conn.bytes_received
+                self._old_out += conn.bytes_sent
                 conn.abort("session ended")
                 nursery.cancel_scope.cancel()
 
@@ -316,7 +330,10 @@ class Session:
                     continue
                 if exc.code == "throttled":
                     raise net.ConnectionLost(f"login throttled: {exc.message}") from None
-                if exc.code in ("auth-failed", "banned"):
+                if exc.code == "banned":
+                    # Not evaded with the password (a new device): wait for the ban to end.
+                    raise net.ConnectionLost(f"login refused: {exc.message}") from None
+                if exc.code == "auth-failed":
                     continue
                 raise net.ConnectionLost(f"login failed: {last}") from None
             if not isinstance(reply, api.LoginOk):

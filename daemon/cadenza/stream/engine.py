@@ -33,14 +33,21 @@ from cadenza.protocol.manifest import ChunkError, Manifest, ManifestVerifier
 from cadenza.protocol.messages import Message, Priority
 from cadenza.session.client import Session
 
+from . import schedule
 from .buffer import CHUNK_SIZE, ChunkBuffer
+from .peers import PeerStats
 
 log = logging.getLogger("cadenza.stream")
 
-# Chunks in one request: 1 MiB, about 25 s of 320 kbps audio; small enough to re-plan often.
-MAX_RANGE = 64
-# The chunks at the end of the file libvorbisfile reads when it opens a seekable stream.
-TAIL_CHUNKS = 2
+TAIL_CHUNKS = schedule.TAIL_CHUNKS
+# Service requests in flight at once (each up to schedule.SERVICE_RUN chunks).
+MAX_SERVICE = 2
+# A peer that fell behind is not asked again for this long (it may have been briefly busy).
+SLOW_COOLDOWN = 10.0
+# A peer that refused (busy) or failed is not asked again for this long.
+BUSY_COOLDOWN = 5.0
+# Look for peers again after this long while fewer than two are usable.
+REDISCOVER_S = 5.0
 # How often the window is re-planned when nothing else wakes the loop.
 REPLAN_INTERVAL = 0.25
 # Wait between attempts when a source fails (the session itself reconnects).
@@ -78,6 +85,62 @@ class ServiceSource:
                     )
 
 
+class PeerSource:
+    """Chunks from a peer that holds the file whole (GetChunks on its connection)."""
+
+    name = "peer"
+
+    def __init__(self, link: Any) -> None:
+        self.link = link
+
+    async def fetch(
+        self, file_id: str, first: int, count: int, priority: int
+    ) -> AsyncIterator[tuple[int, memoryview | bytes]]:
+        async with self.link.conn.open_channel(priority) as ch:
+            await ch.send(api.GetChunks(file_id, first, count), end=True)
+            async for item in ch:
+                if isinstance(item, net.Bulk):
+                    yield item.index, item.data
+                elif isinstance(item, Message):
+                    raise net.RequestFailed(
+                        getattr(item, "code", "error"), getattr(item, "message", "")
+                    )
+
+
+class PeerNetwork(Protocol):
+    """What the engine needs of the overlay (:class:`cadenza.p2p.overlay.Overlay`)."""
+
+    neighbours: Any
+
+    async def find(self, file_id: str, found: Callable[[Any, str], None]) -> None: ...
+
+    def report(self, link: Any, reason: str, file_id: str = "") -> None: ...
+
+    async def holdings_changed(self) -> None: ...
+
+    def figures(self) -> dict[str, Any]: ...
+
+
+@dataclass(eq=False)
+class _Request:
+    source: str | bytes
+    first: int
+    count: int
+    pending: set[int]
+    scope: trio.CancelScope
+
+
+def _forget_outstanding(stats: PeerStats, nbytes: int) -> None:
+    """Drop ``nbytes`` from the end of a peer's outstanding requests (they will not come)."""
+    while nbytes > 0 and stats.pending:
+        tail = stats.pending[-1]
+        take = min(nbytes, tail[1])
+        tail[1] -= take
+        nbytes -= take
+        if tail[1] == 0:
+            stats.pending.pop()
+
+
 @dataclass(frozen=True)
 class FileChoice:
     file_id: str
@@ -96,50 +159,14 @@ def choose_file(track: dict[str, Any], bitrate: int) -> FileChoice:
     return FileChoice(f["file_id"], f["size"], f["bitrate"], int(track.get("duration_ms", 0)))
 
 
-def plan_range(
-    buffer: ChunkBuffer,
-    *,
-    playhead_chunk: int,
-    window_chunks: int,
-    first_piece_chunks: int,
-    in_flight: set[int],
-) -> tuple[int, int] | None:
-    """Pure: the next range of chunks to request, most urgent first, or None.
-
-    Order: what the decoder waits for; the tail (for libvorbisfile's open); then the
-    first missing chunk in ``[playhead, playhead + window)`` (at least the first piece).
-    """
-    n = buffer.num_chunks
-    wanted = buffer.wanted
-    if wanted is not None and not buffer.has_chunk(wanted) and wanted not in in_flight:
-        return _run(buffer, wanted, n, in_flight)
-    for index in range(max(0, n - TAIL_CHUNKS), n):
-        if not buffer.has_chunk(index) and index not in in_flight:
-            return _run(buffer, index, n, in_flight)
-    end = min(n, max(first_piece_chunks, playhead_chunk + window_chunks))
-    for index in buffer.missing(buffer.contiguous_chunks, end):
-        if index not in in_flight:
-            return _run(buffer, index, end, in_flight)
-    return None
-
-
-def _run(buffer: ChunkBuffer, start: int, end: int, in_flight: set[int]) -> tuple[int, int]:
-    count = 1
-    while (
-        start + count < end
-        and count < MAX_RANGE
-        and not buffer.has_chunk(start + count)
-        and (start + count) not in in_flight
-    ):
-        count += 1
-    return start, count
-
-
 @dataclass
 class StreamStats:
     bytes_by_source: dict[str, int] = field(default_factory=dict)
     bad_chunks: int = 0
+    duplicate_bytes: int = 0
     from_cache: bool = False
+    # Which mechanisms found which peers (hex ids): tracker, search, lan.
+    found_by: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, source: str, n: int) -> None:
         self.bytes_by_source[source] = self.bytes_by_source.get(source, 0) + n
@@ -162,6 +189,7 @@ class FileStream:
         ahead_s: float = 15.0,
         on_stats: Callable[[str, int], None] | None = None,
         on_bad_chunk: Callable[[], None] | None = None,
+        overlay: PeerNetwork | None = None,
     ) -> None:
         self.choice = choice
         self.session = session
@@ -179,6 +207,14 @@ class FileStream:
         self.manifest: Manifest | None = None
         self._wake = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
+        self.overlay = overlay
+        self._peers: dict[bytes, PeerStats] = {}
+        self._links: dict[bytes, Any] = {}
+        self._excluded_until: dict[bytes, float] = {}
+        self._excluded_forever: set[bytes] = set()
+        self._in_flight: dict[int, _Request] = {}
+        self._requests: set[_Request] = set()
+        self._service_requests = 0
         self.done = trio.Event()
         # Until playback starts the playhead is where it will start (a #m:ss link, a seek).
         self.start_ms: int | None = None
@@ -234,6 +270,8 @@ class FileStream:
                 )
                 if not ok:
                     log.warning("could not cache %s (see the cache's log)", choice.file_id)
+                elif self.overlay is not None:
+                    await self.overlay.holdings_changed()  # now we can serve it
         finally:
             self.done.set()
 
@@ -257,69 +295,203 @@ class FileStream:
                 token.run_sync_soon(self._wake.set)
 
     async def _fill(self, buffer: ChunkBuffer, manifest: Manifest) -> None:
-        in_flight: set[int] = set()
         bps = self.bytes_per_second
         window = max(1, math.ceil(self.ahead_s * bps / CHUNK_SIZE))
         first_piece = max(1, math.ceil(self.first_piece_s * bps / CHUNK_SIZE))
         async with trio.open_nursery() as nursery:
+            if self.overlay is not None:
+                nursery.start_soon(self._discover)
             while not buffer.complete:
+                now = trio.current_time()
                 position = self._position_ms() if self.start_ms is None else self.start_ms
-                playhead = int(position / 1000 * bps) // CHUNK_SIZE
-                plan = plan_range(
-                    buffer,
-                    playhead_chunk=playhead,
+                playhead_bytes = int(position / 1000 * bps)
+                peers = self._usable_peers(now)
+                for peer_id in schedule.slow_peers(
+                    peers, playhead_bytes=playhead_bytes, bytes_per_second=bps, now=now
+                ):
+                    self._drop_peer(peer_id, SLOW_COOLDOWN, "too slow for playback")
+                    peers = self._usable_peers(now)
+                request = schedule.plan(
+                    schedule.Want(
+                        buffer.num_chunks,
+                        buffer.has_chunk,
+                        buffer.contiguous_chunks,
+                        buffer.wanted,
+                        buffer.size,
+                    ),
+                    playhead_chunk=playhead_bytes // CHUNK_SIZE,
                     window_chunks=window,
                     first_piece_chunks=first_piece,
-                    in_flight=in_flight,
+                    in_flight=self._in_flight,
+                    peers=peers,
+                    bytes_per_second=bps,
+                    now=now,
                 )
-                if plan is not None and len(in_flight) < 2 * MAX_RANGE:
-                    first, count = plan
-                    in_flight.update(range(first, first + count))
-                    nursery.start_soon(self._fetch, buffer, manifest, first, count, in_flight)
+                if request is not None and (
+                    request.source != schedule.SERVICE or self._service_requests < MAX_SERVICE
+                ):
+                    self._start_request(nursery, buffer, manifest, request, now)
                     continue
                 with trio.move_on_after(REPLAN_INTERVAL):
                     await self._wake.wait()
                 self._wake = trio.Event()
             nursery.cancel_scope.cancel()
 
-    async def _fetch(
-        self, buffer: ChunkBuffer, manifest: Manifest, first: int, count: int, in_flight: set[int]
-    ) -> None:
-        pending = set(range(first, first + count))
-        try:
-            for source in self.sources:
-                try:
-                    async for index, data in source.fetch(
-                        self.choice.file_id, first, count, self.priority
-                    ):
-                        if index not in pending:
-                            continue
-                        try:
-                            manifest.verify_chunk(index, data)
-                        except ChunkError as exc:
-                            self.stats.bad_chunks += 1
-                            if self._on_bad_chunk is not None:
-                                self._on_bad_chunk()
-                            log.warning(
-                                "bad chunk %d of %s from %s: %s",
-                                index,
-                                self.choice.file_id[:12],
-                                source.name,
-                                exc,
-                            )
-                            continue  # left missing: planned again, fetched again
-                        buffer.write_chunk(index, data)
-                        pending.discard(index)
-                        in_flight.discard(index)
-                        self._count(source.name, len(data))
-                    if not pending:
-                        return
-                except (net.NetError, trio.TooSlowError) as exc:
-                    log.info("chunks %d+%d from %s: %s", first, count, source.name, exc)
-            await trio.sleep(RETRY_DELAY)
-        finally:
-            in_flight.difference_update(pending)
+    # --- peers ---------------------------------------------------------------------------------
+
+    async def _discover(self) -> None:
+        """Find peers by every mechanism now, and again while few are usable."""
+        assert self.overlay is not None
+        while True:
+            await self.overlay.find(self.choice.file_id, self._found)
+            await trio.sleep(REDISCOVER_S)
+            while len(self._usable_peers(trio.current_time())) >= 2:  # noqa: ASYNC110 - polled
+                await trio.sleep(REDISCOVER_S)
+
+    def _found(self, link: Any, mechanism: str) -> None:
+        peer_id: bytes = link.peer_id
+        self.stats.found_by.setdefault(mechanism, set()).add(peer_id.hex())
+        if peer_id not in self._peers and peer_id not in self._excluded_forever:
+            self._peers[peer_id] = PeerStats(peer_id)
+            self._links[peer_id] = link
+            log.info(
+                "%s: peer %s holds it (found by %s)",
+                self.choice.file_id[:12],
+                peer_id.hex()[:12],
+                mechanism,
+            )
             self._wake.set()
+
+    def _usable_peers(self, now: float) -> list[PeerStats]:
+        out = []
+        for peer_id, stats in self._peers.items():
+            link = self._links[peer_id]
+            if not link.usable or peer_id in self._excluded_forever:
+                continue
+            if self._excluded_until.get(peer_id, 0.0) > now:
+                continue
+            out.append(stats)
+        return out
+
+    def _drop_peer(self, peer_id: bytes, cooldown: float | None, why: str) -> None:
+        """Cancel everything asked of a peer; don't use it for ``cooldown`` s (None: ever)."""
+        log.info("%s: leaving peer %s: %s", self.choice.file_id[:12], peer_id.hex()[:12], why)
+        for req in list(self._requests):
+            if req.source == peer_id:
+                req.scope.cancel()
+                self._release(req)
+        stats = self._peers.get(peer_id)
+        if stats is not None:
+            stats.cancel()
+        if cooldown is None:
+            self._excluded_forever.add(peer_id)
+        else:
+            self._excluded_until[peer_id] = trio.current_time() + cooldown
+        self._wake.set()
+
+    # --- requests --------------------------------------------------------------------------------
+
+    def _start_request(
+        self,
+        nursery: trio.Nursery,
+        buffer: ChunkBuffer,
+        manifest: Manifest,
+        request: schedule.Request,
+        now: float,
+    ) -> None:
+        chunks = set(range(request.first, request.first + request.count))
+        req = _Request(request.source, request.first, request.count, chunks, trio.CancelScope())
+        for i in chunks:
+            self._in_flight[i] = req
+        self._requests.add(req)
+        if request.source == schedule.SERVICE:
+            self._service_requests += 1
+        else:
+            assert isinstance(request.source, bytes)
+            nbytes = sum(min(CHUNK_SIZE, buffer.size - i * CHUNK_SIZE) for i in chunks)
+            self._peers[request.source].request(request.first * CHUNK_SIZE, nbytes, now)
+        nursery.start_soon(self._run_request, buffer, manifest, req)
+
+    def _release(self, req: _Request) -> None:
+        if req not in self._requests:
+            return
+        self._requests.discard(req)
+        for i in req.pending:
+            if self._in_flight.get(i) is req:
+                del self._in_flight[i]
+        if req.source == schedule.SERVICE:
+            self._service_requests -= 1
+        else:
+            stats = self._peers.get(req.source)  # type: ignore[arg-type]
+            undelivered = sum(CHUNK_SIZE for _ in req.pending)
+            if stats is not None and undelivered:
+                _forget_outstanding(stats, undelivered)
+        self._wake.set()
+
+    async def _run_request(self, buffer: ChunkBuffer, manifest: Manifest, req: _Request) -> None:
+        peer = None if req.source == schedule.SERVICE else req.source
+        source: ChunkSource
+        if peer is None:
+            source = self.sources[0]
+        else:
+            assert isinstance(peer, bytes)
+            source = PeerSource(self._links[peer])
+        failed = False
+        with req.scope:
+            try:
+                async for index, data in source.fetch(
+                    self.choice.file_id, req.first, req.count, self.priority
+                ):
+                    if index not in req.pending:
+                        continue
+                    try:
+                        manifest.verify_chunk(index, data)
+                    except ChunkError as exc:
+                        self._bad_chunk(source.name, index, exc, peer)
+                        if peer is not None:
+                            return  # that peer is gone; the chunks are planned again
+                        continue  # left missing: planned again, fetched again
+                    n = len(data)
+                    if buffer.write_chunk(index, data):
+                        self._count(source.name, n)
+                    else:
+                        self.stats.duplicate_bytes += n
+                    req.pending.discard(index)
+                    if self._in_flight.get(index) is req:
+                        del self._in_flight[index]
+                    if peer is not None:
+                        assert isinstance(peer, bytes)
+                        self._peers[peer].received(n, trio.current_time())
+                        link = self._links[peer]
+                        link.downloaded += n
+                        if self.overlay is not None:
+                            self.overlay.neighbours.record_download(peer, n, trio.current_time())
+            except (net.NetError, trio.TooSlowError) as exc:
+                failed = True
+                log.info("chunks %d+%d from %s: %s", req.first, req.count, source.name, exc)
+                if peer is not None:
+                    assert isinstance(peer, bytes)
+                    code = getattr(exc, "code", "")
+                    self._drop_peer(
+                        peer,
+                        None if code == "not-found" else BUSY_COOLDOWN,
+                        str(exc),
+                    )
+            finally:
+                self._release(req)
+        if failed and peer is None:
+            await trio.sleep(RETRY_DELAY)  # the service is having trouble: don't spin
+
+    def _bad_chunk(self, source: str, index: int, exc: Exception, peer: bytes | None) -> None:
+        self.stats.bad_chunks += 1
+        if self._on_bad_chunk is not None:
+            self._on_bad_chunk()
+        log.warning("bad chunk %d of %s from %s: %s", index, self.choice.file_id[:12], source, exc)
+        if peer is not None:
+            link = self._links[peer]
+            self._drop_peer(peer, None, "sent a chunk that failed verification")
+            if self.overlay is not None:
+                self.overlay.report(link, f"bad chunk {index}: {exc}", self.choice.file_id)
 
     def _count(self, source: str, n: int) -> None:
         self.stats.add(source, n)

@@ -530,7 +530,10 @@ class P2PConfig:
     enabled: bool = field(default=True, metadata=_kind(_Bool()))
     port: int = field(default=4090, metadata=_kind(_Int(0, 65535, " (0: any free port)")))
     max_neighbours: int = field(default=20, metadata=_kind(_Int(1, 60)))
+    hard_max_neighbours: int = field(default=30, metadata=_kind(_Int(1, 120)))
     max_uploads: int = field(default=4, metadata=_kind(_Int(0, 32)))
+    upload_rate: int | None = field(default=0, metadata=_kind(_Size(auto=False)))
+    lan_discovery: bool = field(default=True, metadata=_kind(_Bool()))
 
 
 @dataclass(frozen=True)
@@ -656,6 +659,13 @@ def _check_together(config: Config, problems: _Problems) -> None:
     if problems.clean("audio") and audio.volume > audio.max_volume:
         problems.add(
             "audio", "volume", f"{audio.volume} is above audio.max_volume ({audio.max_volume})"
+        )
+    p2p = config.p2p
+    if problems.clean("p2p") and p2p.max_neighbours > p2p.hard_max_neighbours:
+        problems.add(
+            "p2p",
+            "max_neighbours",
+            f"{p2p.max_neighbours} is above p2p.hard_max_neighbours ({p2p.hard_max_neighbours})",
         )
     if not problems.clean("service"):
         return
