@@ -30,6 +30,7 @@ sync fixture: a ``pytest.skip`` raised inside a trio test loses its reason.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import itertools
 import os
@@ -38,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +60,13 @@ LINK_UP_TIMEOUT = 10.0
 """Seconds to wait for every veth to report carrier before giving up on the LAN."""
 
 _lan_numbers = itertools.count()
+
+CLONE_NEWNET = 0x40000000
+
+
+@functools.cache
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def unavailable_reason() -> str | None:
@@ -155,6 +164,53 @@ class Host:
             _ip([*qdisc, "del", "dev", self.ifname, "root"], check=False)
         else:
             _ip([*qdisc, "replace", "dev", self.ifname, "root", *netem.args()])
+
+    def limit_rate(self, rate: str | None, burst: str = "32kb", latency: str = "200ms") -> None:
+        """Cap this host's outgoing bandwidth with ``tc ... tbf`` (netem-free; None: uncapped)."""
+        qdisc = ["tc", "-n", self.namespace, "qdisc"]
+        if rate is None:
+            _ip([*qdisc, "del", "dev", self.ifname, "root"], check=False)
+        else:
+            _ip(
+                [
+                    *qdisc,
+                    "replace",
+                    "dev",
+                    self.ifname,
+                    "root",
+                    "tbf",
+                    "rate",
+                    rate,
+                    "burst",
+                    burst,
+                    "latency",
+                    latency,
+                ]
+            )
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on a thread inside this host's network namespace (sockets it opens
+        are the host's: ``host.call(httpx.get, "http://10.77.0.2:4080/...")``)."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                fd = os.open(f"/run/netns/{self.namespace}", os.O_RDONLY)
+                try:
+                    if _libc().setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns failed")
+                finally:
+                    os.close(fd)
+                outcome["value"] = fn(*args)
+            except BaseException as exc:  # handed to the caller's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     def _stop_processes(self) -> None:
         for process in self._processes:

@@ -688,12 +688,14 @@ class Overlay:
                         nursery.start_soon(self._dial_lan, peer)
 
     async def _dial_lan(self, peer: _LanPeer) -> None:
-        if any(
-            link.usable
-            and link.conn.remote_address
-            and link.conn.remote_address[0] in peer.addresses
-            for link in self.links.values()
-        ):
+        connected = False
+        for link in self.links.values():
+            address = link.conn.remote_address[0] if link.conn.remote_address else None
+            if link.usable and address in peer.addresses:
+                # It dialled us before we saw it on the LAN: it is a LAN neighbour.
+                link.lan = connected = True
+                self.neighbours.add(link.peer_id, trio.current_time(), True)
+        if connected:
             return
         if len(self.links) >= self.neighbours.soft_max:
             return
