@@ -275,6 +275,11 @@ class Lan:
         for host in self.hosts:
             _wait_link_up(host.namespace, host.ifname)
 
+    def limit_download(self, host: Host, rate: str, burst: str = "32kb") -> None:
+        """Cap what ``host`` receives: tbf on the bridge's side of its veth (netem-free)."""
+        _ip(["tc", "-n", self.bridge_namespace, "qdisc", "replace", "dev", f"h{host.index}",
+             "root", "tbf", "rate", rate, "burst", burst, "latency", "200ms"])  # fmt: skip
+
     def _add_namespace(self, namespace: str) -> None:
         _ip(["ip", "netns", "add", namespace])
         self._made.append(namespace)

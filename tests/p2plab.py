@@ -163,35 +163,48 @@ class P2PLab:
 
     def prepare(self) -> None:
         """Ingest the music and add one user per speaker host."""
-        pw = self.tmp / "password"
+        self.ingest(self.tmp, self.music, len(self.lan.hosts))
+        self.load_tracks()
+
+    @staticmethod
+    def ingest(tmp: Path, music: Path, hosts: int) -> Path:
+        """A service data directory under ``tmp`` with ``music`` and users owner1..."""
+        data = tmp / "service"
+        pw = tmp / "password"
         pw.write_text(PASSWORD + "\n")
-        for host in self.lan.hosts[1:]:
+        for index in range(1, hosts):
             subprocess.run(
-                [
-                    BIN / "cadenza",
-                    "user",
-                    "add",
-                    f"owner{host.index}",
-                    "--data",
-                    self.data,
-                    "--password-file",
-                    pw,
-                ],
+                [BIN / "cadenza", "user", "add", f"owner{index}", "--data", data,
+                 "--password-file", pw],
                 check=True,
                 capture_output=True,
-            )
+            )  # fmt: skip
         subprocess.run(
-            [BIN / "cadenza", "ingest", "--data", self.data, self.music],
-            check=True,
-            capture_output=True,
+            [BIN / "cadenza", "ingest", "--data", data, music], check=True, capture_output=True
         )
+        return data
+
+    @staticmethod
+    def catalogue(data: Path) -> tuple[list[str], dict[str, float]]:
+        """Track names in album order, and their durations in seconds."""
+        from cadenza.service.serve import Roles
+
+        roles = Roles(data)
+        try:
+            tracks = [(_name(t.title), t.duration_ms / 1000) for t in _all_tracks(roles)]
+        finally:
+            roles.close()
+        tracks.sort(key=lambda t: _natural(t[0]))
+        return [n for n, _ in tracks], dict(tracks)
+
+    def load_tracks(self) -> None:
         from cadenza.service.serve import Roles
 
         roles = Roles(self.data)
         try:
             for found in _all_tracks(roles):
                 ref = next(f for f in found.files if f.bitrate == 160)
-                name = re.sub(r"^\d+\s*", "", found.title)
+                name = _name(found.title)
                 self.tracks[name] = LabTrack(
                     name,
                     found.uri,
@@ -319,6 +332,14 @@ import sys
 from cadenza.cli.daemon import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def _name(title: str) -> str:
+    return re.sub(r"^\d+\s*", "", title)
+
+
+def _natural(name: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 def _all_tracks(roles: Any) -> list[Any]:
