@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ log = logging.getLogger("cadenza.speaker")
 TICK = 0.25
 # Loudness normalisation brings every track to this (EBU R128 streaming practice).
 TARGET_LUFS = -14.0
+REPEAT_MODES = ("off", "all", "one")
 # Below this much audio buffered ahead of the playhead, uploads to peers pause.
 LOW_BUFFER_S = 3.0
 # Tracks whose byte sources the state keeps.
@@ -118,6 +120,10 @@ class Speaker:
         self.volume = min(volume, max_volume)
         self.queue: list[dict[str, Any]] = []
         self.index = -1
+        self.shuffle = False
+        self.repeat = "off"
+        self._unshuffled: list[dict[str, Any]] | None = None
+        self._rng = random.Random()
         self.status = "stopped"  # stopped | loading | playing | paused | buffering
         self.current: Prepared | None = None
         self.next: Prepared | None = None
@@ -153,8 +159,9 @@ class Speaker:
 
     # --- commands ----------------------------------------------------------------------------
 
-    async def play(self, uris: list[str], position_ms: int = 0) -> None:
-        """Replace the queue with ``uris`` (tracks; albums expand) and play the first."""
+    async def play(self, uris: list[str], position_ms: int = 0, start_index: int = 0) -> None:
+        """Replace the queue with ``uris`` (tracks; albums expand) and play the one at
+        ``start_index`` (an album context starting at its third track: 2)."""
         tracks: list[dict[str, Any]] = []
         first_offset = position_ms
         for n, uri in enumerate(uris):
@@ -164,12 +171,22 @@ class Speaker:
             tracks.extend(await self._resolve(link))
         if not tracks:
             raise UnknownLink(f"nothing to play in {uris}")
+        if not 0 <= start_index < len(tracks):
+            raise IndexError(f"offset {start_index} is past the end ({len(tracks)} tracks)")
+        self._unshuffled = None
+        if self.shuffle and len(tracks) > 1:
+            rest = tracks[:start_index] + tracks[start_index + 1 :]
+            self._unshuffled = list(rest)
+            self._rng.shuffle(rest)
+            tracks = [tracks[start_index], *rest]
+            start_index = 0
         self.queue = tracks
-        await self._start(0, first_offset)
+        await self._start(start_index, first_offset)
 
     async def next_track(self) -> None:
-        if self.index + 1 < len(self.queue):
-            await self._start(self.index + 1, 0)
+        nxt = self._following(self.index, user=True)
+        if nxt is not None:
+            await self._start(nxt, 0)
         else:
             self._stop_all()
 
@@ -204,6 +221,108 @@ class Speaker:
         self.player.set_volume(self.volume)
         self._notify()
 
+    def _following(self, index: int, *, user: bool = False) -> int | None:
+        """The queue index after ``index``: repeat "one" stays (unless the user skips),
+        repeat "all" wraps around; None at the end."""
+        if not self.queue:
+            return None
+        if self.repeat == "one" and not user and 0 <= index < len(self.queue):
+            return index
+        if index + 1 < len(self.queue):
+            return index + 1
+        return 0 if self.repeat == "all" else None
+
+    def set_repeat(self, mode: str) -> None:
+        if mode not in REPEAT_MODES:
+            raise ValueError(f"repeat must be one of {', '.join(REPEAT_MODES)}, not {mode!r}")
+        self.repeat = mode
+        self._upcoming_changed()
+
+    def set_shuffle(self, on: bool) -> None:
+        """Shuffle what comes after the current track (and restore its order when off)."""
+        if on == self.shuffle:
+            return
+        self.shuffle = on
+        head, rest = self.queue[: self.index + 1], self.queue[self.index + 1 :]
+        if on:
+            self._unshuffled = list(rest)
+            self._rng.shuffle(rest)
+        elif self._unshuffled is not None:
+            kept = {id(t) for t in rest}
+            rest = [t for t in self._unshuffled if id(t) in kept] + [
+                t for t in rest if id(t) not in {id(u) for u in self._unshuffled}
+            ]
+            self._unshuffled = None
+        self.queue = head + rest
+        self._upcoming_changed()
+
+    async def add_to_queue(self, uris: list[str], position: int | None = None) -> None:
+        """Insert tracks (albums expand) at ``position`` (default: the end)."""
+        tracks: list[dict[str, Any]] = []
+        for uri in uris:
+            tracks.extend(await self._resolve(links.parse(uri)))
+        at = len(self.queue) if position is None else max(0, min(position, len(self.queue)))
+        if at <= self.index:
+            self.index += len(tracks)
+            for p in (self.current, self.next):
+                if p is not None:
+                    p.index += len(tracks)
+        self.queue[at:at] = tracks
+        if self._unshuffled is not None:
+            self._unshuffled.extend(tracks)
+        self._upcoming_changed()
+
+    def move_in_queue(self, source: int, target: int) -> None:
+        n = len(self.queue)
+        if not (0 <= source < n and 0 <= target < n):
+            raise IndexError(f"queue positions are 0..{n - 1}; got {source} and {target}")
+        track = self.queue.pop(source)
+        self.queue.insert(target, track)
+        if self.current is not None:
+            cur = self.current.track
+            self.index = self.current.index = next(
+                i for i, t in enumerate(self.queue) if t is cur
+            )
+        self._upcoming_changed()
+
+    def remove_from_queue(self, index: int) -> None:
+        n = len(self.queue)
+        if not 0 <= index < n:
+            raise IndexError(f"queue positions are 0..{n - 1}; got {index}")
+        if self.current is not None and index == self.index:
+            raise LookupError("that track is playing: skip it first")
+        del self.queue[index]
+        if index < self.index:
+            self.index -= 1
+            if self.current is not None:
+                self.current.index = self.index
+        self._upcoming_changed()
+
+    def clear_queue(self) -> None:
+        """Remove everything but the track playing now."""
+        if self.current is not None and 0 <= self.index < len(self.queue):
+            self.queue = [self.queue[self.index]]
+            self.index = self.current.index = 0
+        else:
+            self.queue = []
+            self.index = -1
+        self._unshuffled = None
+        self._upcoming_changed()
+
+    def _upcoming_changed(self) -> None:
+        """The track after this one may differ now: drop a prefetched one that no longer is."""
+        nxt = self.next
+        if nxt is not None:
+            following = self._following(self.index)
+            if following is None or self.queue[following] is not nxt.track:
+                nxt.scope.cancel()
+                nxt.buffer.close()
+                self.next = None
+                self.player.set_next(None)
+            else:
+                nxt.index = following
+        self._notify()
+
     # --- state -------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -214,6 +333,9 @@ class Speaker:
             "track": track,
             "position_ms": self.player.position_ms() if cur else 0,
             "volume": self.volume,
+            "max_volume": self.max_volume,
+            "shuffle": self.shuffle,
+            "repeat": self.repeat,
             "index": self.index,
             "queue": [_track_summary(t) for t in self.queue],
             "bytes_by_source": dict(self.stats.bytes_by_source),
@@ -315,7 +437,7 @@ class Speaker:
         )
         return stream, trio.CancelScope(), choice
 
-    def _record(self, track: dict[str, Any], stream: FileStream) -> None:
+    def _record(self, track: dict[str, Any], stream: FileStream, wire_in: int) -> None:
         """Keep (and log) where a track's bytes came from and who found its peers."""
         st: StreamStats = stream.stats
         found_by = {k: len(v) for k, v in sorted(st.found_by.items())}
@@ -326,6 +448,9 @@ class Speaker:
             "complete": stream.buffer is not None and stream.buffer.complete,
             "bytes_by_source": dict(st.bytes_by_source),
             "duplicate_bytes": st.duplicate_bytes,
+            # Everything received on every connection meanwhile (another stream's too, when a
+            # prefetch overlaps): music, requests, searches, keep-alives, encryption.
+            "wire_in_while_streaming": wire_in,
             "bad_chunks": st.bad_chunks,
             "peers_found_by": found_by,
         }
@@ -368,11 +493,13 @@ class Speaker:
         async def run_stream(
             task_status: trio.TaskStatus[ChunkBuffer] = trio.TASK_STATUS_IGNORED,
         ) -> None:
+            wire_before = self._traffic()["wire_in"]
             try:
                 with scope:
                     await stream.run(task_status=task_status)
             finally:
-                self._record(self.queue[index] if index < len(self.queue) else {}, stream)
+                track = self.queue[index] if index < len(self.queue) else {}
+                self._record(track, stream, self._traffic()["wire_in"] - wire_before)
 
         buffer = await self._nursery.start(run_stream)
         self._generation += 1
@@ -421,9 +548,10 @@ class Speaker:
         return PlayItem(p.key, p.buffer, replaygain_db=TARGET_LUFS - lufs, peak=peak)
 
     async def _prefetch(self, cur: Prepared) -> None:
-        if self.next is not None or cur.index + 1 >= len(self.queue):
+        following = self._following(cur.index)
+        if self.next is not None or following is None:
             return
-        nxt = await self._prepare(cur.index + 1, Priority.PREFETCH)
+        nxt = await self._prepare(following, Priority.PREFETCH)
         if self.current is cur and self.next is None:
             self.next = nxt
             self.player.set_next(self._item(nxt))
@@ -462,7 +590,7 @@ class Speaker:
             cur = self.current
             if cur is None or self.status not in ("playing", "buffering"):
                 continue
-            if self.next is None and cur.index + 1 < len(self.queue):
+            if self.next is None and self._following(cur.index) is not None:
                 duration = int(cur.track.get("duration_ms", 0))
                 remaining = duration - self.player.position_ms()
                 if remaining < self.prefetch_s * 1000:
@@ -499,9 +627,10 @@ class Speaker:
         elif name == "TrackEnded":
             cur = self.current
             if cur is not None and cur.key == key and self.next is None:
-                if cur.index + 1 < len(self.queue) and self._nursery is not None:
+                following = self._following(cur.index)
+                if following is not None and self._nursery is not None:
                     # The successor was not ready in time (not gapless, but it plays).
-                    self._nursery.start_soon(self._start, cur.index + 1, 0)
+                    self._nursery.start_soon(self._start, following, 0)
                 else:
                     self.status = "stopped"
         elif name == "Buffering":

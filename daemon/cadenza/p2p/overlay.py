@@ -74,6 +74,9 @@ PAUSE_POLL = 0.2
 SLOT_WAIT = 3.0
 # Dialing a peer: connect and handshake, each.
 DIAL_TIMEOUT = 5.0
+# Utility credited to a neighbour whose search answer named a valid holder: a few seconds of
+# music, as if it had served them (the holder is credited with what it actually serves).
+SEARCH_HIT_CREDIT = 256 * 1024
 # Peers dialled at once for one file.
 MAX_DIALS_PER_FIND = 6
 
@@ -592,6 +595,10 @@ class Overlay:
                 async for hit in hits:
                     cert = self._check_hit(target, hit)
                     if cert is not None:
+                        # The neighbour that answered (or relayed) was useful for searching.
+                        self.neighbours.record_search_hit(
+                            target.peer_id, SEARCH_HIT_CREDIT, trio.current_time()
+                        )
                         nursery.start_soon(self._connect_hit, cert, found)
 
     def _check_hit(self, via: PeerLink, hit: SearchHit) -> MembershipCertificate | None:
