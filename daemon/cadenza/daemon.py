@@ -17,9 +17,8 @@ from typing import Any
 import trio
 
 from cadenza.cache.store import Cache
-from cadenza.control.http import control_app
+from cadenza.control.plane import default_settings, run_control
 from cadenza.net import mdns
-from cadenza.net.http import serve_http
 from cadenza.p2p.overlay import Overlay, OverlayConfig
 from cadenza.player.player import Player
 from cadenza.player.volume import MixerVolume, Volume
@@ -32,8 +31,6 @@ from cadenza.speaker import Speaker
 from cadenza.system.config import Config
 
 log = logging.getLogger("cadenza.daemon")
-
-SPEAKER_SERVICE_TYPE = "_cadenza._tcp.local."
 
 
 @dataclass(frozen=True)
@@ -139,29 +136,24 @@ async def run_speaker(
                 await nursery.start(overlay.run)
             await nursery.start(session.run)
             await nursery.start(speaker.run)
-            bound = await nursery.start(
-                partial(serve_http, control_app(speaker, info), ctl_host, ctl_port)
+            plane = await nursery.start(
+                partial(
+                    run_control,
+                    speaker,
+                    info,
+                    host=ctl_host,
+                    port=ctl_port,
+                    state_dir=state_dir,
+                    defaults=default_settings(name, config),
+                    cache=cache,
+                    advertise=ctl.advertise,
+                    on_name=lambda new: info.__setitem__("name", new),
+                )
             )
+            bound = plane.address
             url_host = bound[0] if bound[0] not in ("0.0.0.0", "::") else _lan_address()
             url = f"http://{url_host}:{bound[1]}/"
-            mdns_name = None
-            if ctl.advertise:
-                adv = await nursery.start(
-                    partial(
-                        mdns.advertise,
-                        SPEAKER_SERVICE_TYPE,
-                        info["name"],
-                        bound[1],
-                        {
-                            "id": info["id"],
-                            "name": info["name"],
-                            "model": "cadenza",
-                            "api": "1",
-                            "path": "/api/v1",
-                        },
-                    )
-                )
-                mdns_name = adv.name
+            mdns_name = plane.mdns_name
             task_status.started(Running(speaker, bound, url, device, mdns_name))
     finally:
         await trio.to_thread.run_sync(player.close)

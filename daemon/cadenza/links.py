@@ -26,6 +26,11 @@ class LinkError(ValueError):
     """A string that is not a valid Cadenza link; the message says what is wrong."""
 
 
+class IdOutOfRange(LinkError):
+    """22 base62 characters that spell a number of more than 128 bits: well-formed, but no
+    id is ever that large, so it names nothing (an API answers "not found")."""
+
+
 def new_id() -> str:
     """A fresh random id: 128 bits in base62, zero-padded to 22 characters."""
     return encode_id(secrets.randbits(128))
@@ -48,7 +53,7 @@ def decode_id(text: str) -> int:
     for c in text:
         n = n * 62 + BASE62.index(c)
     if n >= 1 << 128:
-        raise LinkError(f"{text!r} is larger than 128 bits")
+        raise IdOutOfRange(f"{text!r} is larger than 128 bits: no such id")
     return n
 
 

@@ -61,6 +61,10 @@ class UnknownLink(LookupError):
     """A link the service does not know (404 at the API)."""
 
 
+class BadPosition(ValueError):
+    """A queue position that is not in the queue (404 at the API)."""
+
+
 class Unavailable(RuntimeError):
     """The service is needed and not reachable (503 at the API)."""
 
@@ -172,7 +176,7 @@ class Speaker:
         if not tracks:
             raise UnknownLink(f"nothing to play in {uris}")
         if not 0 <= start_index < len(tracks):
-            raise IndexError(f"offset {start_index} is past the end ({len(tracks)} tracks)")
+            raise UnknownLink(f"no track at offset {start_index} ({len(tracks)} tracks)")
         self._unshuffled = None
         if self.shuffle and len(tracks) > 1:
             rest = tracks[:start_index] + tracks[start_index + 1 :]
@@ -191,6 +195,8 @@ class Speaker:
             self._stop_all()
 
     async def previous_track(self) -> None:
+        if not self.queue:
+            raise LookupError("the queue is empty: nothing to go back to")
         # Like every player: restart the track unless we are at its very beginning.
         if self.player.position_ms() > 3000 or self.index <= 0:
             await self._start(max(self.index, 0), 0)
@@ -275,20 +281,18 @@ class Speaker:
     def move_in_queue(self, source: int, target: int) -> None:
         n = len(self.queue)
         if not (0 <= source < n and 0 <= target < n):
-            raise IndexError(f"queue positions are 0..{n - 1}; got {source} and {target}")
+            raise BadPosition(_positions(n, source, target))
         track = self.queue.pop(source)
         self.queue.insert(target, track)
         if self.current is not None:
             cur = self.current.track
-            self.index = self.current.index = next(
-                i for i, t in enumerate(self.queue) if t is cur
-            )
+            self.index = self.current.index = next(i for i, t in enumerate(self.queue) if t is cur)
         self._upcoming_changed()
 
     def remove_from_queue(self, index: int) -> None:
         n = len(self.queue)
         if not 0 <= index < n:
-            raise IndexError(f"queue positions are 0..{n - 1}; got {index}")
+            raise BadPosition(_positions(n, index))
         if self.current is not None and index == self.index:
             raise LookupError("that track is playing: skip it first")
         del self.queue[index]
@@ -649,6 +653,13 @@ class Speaker:
 
 # Track records kept for offline play; the oldest are dropped past this many.
 MAX_KNOWN_TRACKS = 5000
+
+
+def _positions(n: int, *asked: int) -> str:
+    got = " and ".join(str(a) for a in asked)
+    if n == 0:
+        return f"the queue is empty (asked for position {got})"
+    return f"no such queue position: {got} (positions are 0..{n - 1})"
 
 
 def _load_json(path: Path | None) -> dict[str, dict[str, Any]]:

@@ -164,6 +164,8 @@ listen = "127.0.0.1:0"
 advertise = false
 [cache]
 max_size = "{"10M" if full else "auto"}"
+[p2p]
+port = 0
 [streaming]
 first_piece_seconds = {3 if device == "paced" else 15}
 ahead_seconds = {3 if device == "paced" else 15}

@@ -160,6 +160,7 @@ BAD_VALUES: list[tuple[str, str, list[str], str]] = [
     ("streaming", "stutter_target", ["0", "0.6", "-0.01"], "greater than 0 and at most 0.5"),
     ("control", "listen", ['""', '"4080"', '"0.0.0.0"', '"h:65536"'], "host:port"),
     ("control", "advertise", ["0"], "true or false"),
+    ("control", "open", ['"no"'], "true or false"),
     ("p2p", "enabled", ['"true"'], "true or false"),
     ("p2p", "port", ["-1", "65536", '"4090"'], "from 0 to 65535"),
     ("p2p", "max_neighbours", ["0", "61"], "from 1 to 60"),

@@ -10,13 +10,13 @@ import hypercorn.trio
 import trio
 from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 log = logging.getLogger("cadenza.net.http")
 
 
 async def serve_http(
-    app: Starlette,
+    app: ASGIApp,
     host: str,
     port: int,
     *,

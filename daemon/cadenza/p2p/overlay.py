@@ -180,17 +180,27 @@ class Overlay:
     ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            listeners = await nursery.start(
-                partial(
-                    net.serve_connections,
-                    self._handle,
-                    identity=self._identity,
-                    host=self.config.host,
-                    port=self.config.port,
-                    verify=self._verify,
-                    on_connection=self._on_inbound,
-                )
+            serve = partial(
+                net.serve_connections,
+                self._handle,
+                identity=self._identity,
+                host=self.config.host,
+                verify=self._verify,
+                on_connection=self._on_inbound,
             )
+            try:
+                listeners = await nursery.start(partial(serve, port=self.config.port))
+            except OSError as exc:
+                if self.config.port == 0:
+                    raise
+                # Another program holds the port: peers still find us (the tracker, our
+                # certificate and mDNS carry the port we get), only a router mapping is lost.
+                log.warning(
+                    "p2p port %d is not available (%s): using a free port instead",
+                    self.config.port,
+                    exc.strerror or exc,
+                )
+                listeners = await nursery.start(partial(serve, port=0))
             self.port = listeners[0].socket.getsockname()[1]
             self.session.p2p_port = self.port
             log.info("accepting peers on port %d", self.port)

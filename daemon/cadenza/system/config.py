@@ -521,6 +521,7 @@ class ControlConfig:
         metadata=_kind(_Address(optional=False, default_port=None, lowest_port=0)),
     )
     advertise: bool = field(default=True, metadata=_kind(_Bool()))
+    open: bool = field(default=False, metadata=_kind(_Bool()))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,248 @@
+"""Who may do what on the control API: tokens, pairing, and the Host/Origin checks.
+
+* Loopback clients are trusted (whoever runs code on the speaker owns it anyway).
+* A LAN client needs a bearer token, obtained by pairing: the client asks
+  (``POST /api/v1/pairing``) and gets a request id and a short code; the owner confirms
+  (the speaker's button through hw/, or an already-paired admin client, or loopback), and
+  the client collects its token once. Tokens are scoped: ``read`` (look), ``playback``
+  (look and drive the player), ``admin`` (everything, settings and pairing included), and
+  revocable. Only a hash of each token is stored.
+* The owner may switch the speaker to "open" mode: then every LAN client has ``playback``.
+* Whatever the client, a request whose ``Host`` is not one of the speaker's own names or
+  addresses is refused (DNS rebinding), and a state-changing request whose ``Origin`` is
+  foreign is refused (a web page elsewhere driving the speaker: CSRF).
+
+Pure apart from :class:`TokenStore`'s file (written atomically); time is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SCOPES = ("read", "playback", "admin")
+# A pairing request waits this long for the owner before it is forgotten.
+PAIRING_TTL_S = 300.0
+# Pending pairing requests kept at once (more: the oldest go). A LAN client could flood them.
+MAX_PENDING = 16
+# Tokens kept (a household has a handful of phones; a flood of approvals is the owner's doing).
+MAX_TOKENS = 256
+
+
+def scope_allows(granted: str, needed: str) -> bool:
+    """``admin`` ⊇ ``playback`` ⊇ ``read``."""
+    return SCOPES.index(granted) >= SCOPES.index(needed)
+
+
+@dataclass
+class TokenInfo:
+    id: str
+    name: str
+    scope: str
+    created: float
+    hash: str
+    last_used: float | None = None
+
+    def public(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scope": self.scope,
+            "created": self.created,
+            "last_used": self.last_used,
+        }
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    """Tokens by id, persisted (hashes only) in ``path``; thread-safe."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._tokens: dict[str, TokenInfo] = {}
+        if path is not None and path.exists():
+            try:
+                for item in json.loads(path.read_text()):
+                    info = TokenInfo(**item)
+                    if info.scope in SCOPES:
+                        self._tokens[info.id] = info
+            except (OSError, ValueError, TypeError):
+                self._tokens = {}
+
+    def issue(self, name: str, scope: str, now: float) -> tuple[TokenInfo, str]:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        token = secrets.token_urlsafe(32)
+        info = TokenInfo(secrets.token_hex(8), name[:64], scope, now, _hash(token))
+        with self._lock:
+            self._tokens[info.id] = info
+            while len(self._tokens) > MAX_TOKENS:
+                oldest = min(self._tokens.values(), key=lambda t: t.created)
+                del self._tokens[oldest.id]
+            self._save()
+        return info, token
+
+    def check(self, token: str, now: float) -> TokenInfo | None:
+        digest = _hash(token)
+        with self._lock:
+            for info in self._tokens.values():
+                if secrets.compare_digest(info.hash, digest):
+                    info.last_used = now
+                    return info
+        return None
+
+    def revoke(self, token_id: str) -> bool:
+        with self._lock:
+            found = self._tokens.pop(token_id, None) is not None
+            if found:
+                self._save()
+            return found
+
+    def list(self) -> list[TokenInfo]:
+        with self._lock:
+            return list(self._tokens.values())
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump([asdict(t) for t in self._tokens.values()], f)
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class PairingRequest:
+    id: str
+    code: str  # shown on the client, confirmed by the owner (so the right request is approved)
+    name: str
+    scope: str
+    created: float
+    state: str = "pending"  # pending | approved | denied | collected
+    token: str | None = None  # held until the client collects it, once
+
+    def public(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "code": self.code,
+            "name": self.name,
+            "scope": self.scope,
+            "state": self.state,
+        }
+
+
+class Pairing:
+    """Pending pairing requests: ask, approve or deny (owner), collect (client, once)."""
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self.tokens = tokens
+        self._requests: OrderedDict[str, PairingRequest] = OrderedDict()
+
+    def _expire(self, now: float) -> None:
+        for rid, req in list(self._requests.items()):
+            if now - req.created > PAIRING_TTL_S:
+                del self._requests[rid]
+
+    def ask(self, name: str, scope: str, now: float) -> PairingRequest:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        self._expire(now)
+        req = PairingRequest(
+            secrets.token_hex(12), f"{secrets.randbelow(10**6):06d}", name[:64], scope, now
+        )
+        self._requests[req.id] = req
+        while len(self._requests) > MAX_PENDING:
+            self._requests.popitem(last=False)
+        return req
+
+    def get(self, rid: str, now: float) -> PairingRequest | None:
+        self._expire(now)
+        return self._requests.get(rid)
+
+    def pending(self, now: float) -> list[PairingRequest]:
+        self._expire(now)
+        return [r for r in self._requests.values() if r.state == "pending"]
+
+    def approve(self, rid: str, now: float) -> PairingRequest | None:
+        req = self.get(rid, now)
+        if req is None or req.state != "pending":
+            return None
+        _, token = self.tokens.issue(req.name, req.scope, now)
+        req.state, req.token = "approved", token
+        return req
+
+    def approve_oldest(self, now: float) -> PairingRequest | None:
+        """What a press of the speaker's button does: approve the oldest pending request."""
+        pending = self.pending(now)
+        return self.approve(pending[0].id, now) if pending else None
+
+    def deny(self, rid: str, now: float) -> PairingRequest | None:
+        req = self.get(rid, now)
+        if req is None or req.state != "pending":
+            return None
+        req.state = "denied"
+        return req
+
+    def collect(self, rid: str, now: float) -> str | None:
+        """The token of an approved request, handed out once."""
+        req = self.get(rid, now)
+        if req is None or req.state != "approved" or req.token is None:
+            return None
+        token, req.token, req.state = req.token, None, "collected"
+        return token
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(host_header: str | None, own: Iterable[str]) -> bool:
+    """``Host`` names one of our names or addresses (with any port); never another name."""
+    if not host_header:
+        return False
+    name = _strip_port(host_header).lower().rstrip(".")
+    if not name:
+        return False
+    allowed = {n.lower().rstrip(".") for n in own}
+    return name in allowed or is_loopback(name)
+
+
+def origin_allowed(origin: str | None, host_header: str | None, own: Iterable[str]) -> bool:
+    """No Origin (not a browser), or an Origin on one of our own names/addresses."""
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    return host_allowed(parts.netloc, own)
+
+
+def _strip_port(host: str) -> str:
+    host = host.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else ""
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host

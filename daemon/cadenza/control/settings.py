@@ -1,0 +1,98 @@
+"""Device settings changed over the API, kept in the state directory (``settings.json``).
+
+They start from the configuration file and, once changed over the API, override it (so a
+phone's rename survives a restart). :func:`validate` checks a patch and names the field
+that is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("cadenza.control")
+
+BITRATES = (96, 160, 320)
+NAME_MAX = 63  # a DNS-SD instance name label is at most 63 bytes
+MIN_CACHE = 16 * 1024 * 1024  # below this not even one long track fits
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    max_volume: int = 100
+    bitrate: int = 160
+    cache_size: int | None = None  # bytes; None: automatic
+    open: bool = False  # every LAN client may drive playback without pairing
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_name(value: Any, field: str) -> str:
+    """A name people see: text, not blank, at most NAME_MAX characters, no control ones."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"field {field!r} must be a non-empty string")
+    value = value.strip()
+    if len(value) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(
+            f"field {field!r} must be at most {NAME_MAX} characters, no control characters"
+        )
+    return value
+
+
+def validate(current: Settings, patch: Any) -> Settings:
+    """``current`` with ``patch`` applied; ValueError naming the bad field."""
+    if not isinstance(patch, dict) or not patch:
+        raise ValueError("body must be a JSON object with at least one setting")
+    known = {f.name for f in fields(Settings)}
+    changes: dict[str, Any] = {}
+    for key, value in patch.items():
+        if type(value) is float and value.is_integer():
+            value = int(value)  # JSON has one number type: 80.0 is the integer 80
+        if key not in known:
+            raise ValueError(f"unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        if key == "name":
+            value = check_name(value, "name")
+        elif key == "max_volume":
+            if type(value) is not int or not 0 <= value <= 100:
+                raise ValueError(f"field 'max_volume' must be an integer 0..100, got {value!r}")
+        elif key == "bitrate":
+            if type(value) is not int or value not in BITRATES:
+                raise ValueError(f"field 'bitrate' must be one of 96, 160, 320, got {value!r}")
+        elif key == "cache_size":
+            if value is not None and (type(value) is not int or value < MIN_CACHE):
+                raise ValueError(
+                    f"field 'cache_size' must be null (automatic) or bytes >= {MIN_CACHE}"
+                )
+        elif key == "open" and type(value) is not bool:
+            raise ValueError(f"field 'open' must be true or false, got {value!r}")
+        changes[key] = value
+    return replace(current, **changes)
+
+
+def load(path: Path, defaults: Settings) -> Settings:
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        return defaults
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return defaults
+    try:
+        return validate(defaults, saved) if saved else defaults
+    except ValueError as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return defaults
+
+
+def save(path: Path, settings: Settings, defaults: Settings) -> None:
+    """Keep only what differs from the configuration's values."""
+    changed = {k: v for k, v in asdict(settings).items() if getattr(defaults, k) != v}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(changed))
+    os.replace(tmp, path)
