@@ -9,8 +9,8 @@ from cadenza import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cadenza.cli import control, ingest, service
     from cadenza.cli import demo as demo_cli
-    from cadenza.cli import ingest, service
 
     parser = argparse.ArgumentParser(prog="cadenza", description="Cadenza networked speaker tools")
     parser.add_argument("--version", action="version", version=f"cadenza {__version__}")
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_user_arguments(user)
     ban = sub.add_parser("ban", help="ban a peer (the device behind it) from the overlay")
     service.add_ban_arguments(ban)
+    control.add_control_commands(sub)
     return parser
 
 
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from cadenza.cli.service import ban_main
 
         return ban_main(args)
+    from cadenza.cli.control import COMMANDS, control_main
+
+    if args.command in COMMANDS:
+        return control_main(args)
     parser.print_help()
     return 2
 

@@ -33,16 +33,16 @@ class Settings:
         return asdict(self)
 
 
-def check_name(value: Any, field: str) -> str:
+def check_name(value: object, field: str) -> str:
     """A name people see: text, not blank, at most NAME_MAX characters, no control ones."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"field {field!r} must be a non-empty string")
-    value = value.strip()
-    if len(value) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    text = value.strip()
+    if len(text) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise ValueError(
             f"field {field!r} must be at most {NAME_MAX} characters, no control characters"
         )
-    return value
+    return text
 
 
 def validate(current: Settings, patch: Any) -> Settings:

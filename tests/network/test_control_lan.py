@@ -1,0 +1,227 @@
+"""The control plane seen from the LAN: a phone in another namespace (not loopback, so not
+trusted), pairing confirmed by the owner, scoped and revoked tokens, Host/Origin checks, and
+avahi-browse (a real mDNS client nobody here wrote) seeing the speaker and its renames."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from netns import NETNS_MARKS, Host, Lan
+
+pytestmark = NETNS_MARKS
+
+BIN = Path(sys.executable).parent
+PORT = 4080
+
+
+@pytest.fixture
+def lan(tmp_path: Path) -> Iterator[tuple[Lan, Any]]:
+    with Lan(3) as made:
+        speaker_host = made.hosts[0]
+        config = tmp_path / "cadenzad.toml"
+        config.write_text(
+            f"""
+[speaker]
+name = "Kitchen"
+state_dir = "{tmp_path / "state"}"
+cache_dir = "{tmp_path / "cache"}"
+[service]
+address = "127.0.0.1:9"
+mdns = false
+[audio]
+device = "null"
+[control]
+listen = "0.0.0.0:{PORT}"
+advertise = true
+[p2p]
+enabled = false
+"""
+        )
+        log = open(tmp_path / "cadenzad.log", "w")  # noqa: SIM115 - closed below
+        daemon = speaker_host.popen(
+            [str(BIN / "cadenzad"), "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while "control API on" not in (tmp_path / "cadenzad.log").read_text():
+            assert daemon.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "cadenzad.log"
+            ).read_text()
+            time.sleep(0.05)
+        try:
+            yield made, daemon
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(20)
+            log.close()
+
+
+def call(host: Host, method: str, url: str, **kw: Any) -> httpx.Response:
+    def go() -> httpx.Response:
+        return httpx.request(method, url, timeout=10, **kw)
+
+    response: httpx.Response = host.call(go)
+    return response
+
+
+def test_lan_clients_need_a_token_the_owner_confirms_and_can_revoke(
+    lan: tuple[Lan, Any],
+) -> None:
+    made, _ = lan
+    speaker, phone = made.hosts[0], made.hosts[1]
+    base = f"http://{speaker.address}:{PORT}/api/v1"
+    owner = f"http://127.0.0.1:{PORT}/api/v1"  # loopback on the speaker itself: trusted
+
+    # Without a token: who it is, yes; anything else, no.
+    assert call(phone, "GET", base + "/info").json()["pairing"] == "token"
+    r = call(phone, "GET", base + "/state")
+    assert r.status_code == 401 and "pair" in r.json()["error"]["message"]
+    assert call(phone, "POST", base + "/pause").status_code == 401
+
+    # Asking to pair gives a code; nothing happens until the owner confirms.
+    ask = call(phone, "POST", base + "/pairing", json={"name": "Ana's phone", "scope": "playback"})
+    assert ask.status_code == 201
+    rid, code = ask.json()["id"], ask.json()["code"]
+    assert re.fullmatch(r"\d{6}", code)
+    status = call(phone, "GET", base + f"/pairing/{rid}").json()
+    assert status["state"] == "pending" and "token" not in status
+    # The phone cannot approve itself.
+    assert call(phone, "POST", base + f"/pairing/{rid}/approve").status_code == 401
+    assert "token" not in call(phone, "GET", base + f"/pairing/{rid}").json()
+
+    # The owner sees the request (with its code) and approves it.
+    pending = call(speaker, "GET", owner + "/pairing").json()["requests"]
+    assert [(p["id"], p["code"]) for p in pending] == [(rid, code)]
+    assert call(speaker, "POST", owner + f"/pairing/{rid}/approve").status_code == 200
+    collected = call(phone, "GET", base + f"/pairing/{rid}").json()
+    token = collected["token"]
+    assert "token" not in call(phone, "GET", base + f"/pairing/{rid}").json()  # only once
+
+    auth = {"Authorization": f"Bearer {token}"}
+    assert call(phone, "GET", base + "/state", headers=auth).status_code == 200
+    assert call(phone, "POST", base + "/pause", headers=auth).status_code == 200
+    # Playback scope: settings need admin.
+    r = call(phone, "PATCH", base + "/settings", headers=auth, json={"name": "Hacked"})
+    assert r.status_code == 403 and "admin" in r.json()["error"]["message"]
+    # A made-up token is refused like a revoked one.
+    r = call(phone, "GET", base + "/state", headers={"Authorization": "Bearer nonsense"})
+    assert r.status_code == 401
+
+    # Foreign Host (DNS rebinding) and foreign Origin (a web page elsewhere): refused even
+    # with a good token.
+    r = call(phone, "GET", base + "/state", headers=auth | {"Host": "evil.example"})
+    assert r.status_code == 421
+    r = call(phone, "POST", base + "/pause", headers=auth | {"Origin": "http://evil.example"})
+    assert r.status_code == 403 and "Origin" in r.json()["error"]["message"]
+
+    # The owner revokes it: refused from then on.
+    tokens = call(speaker, "GET", owner + "/tokens").json()["tokens"]
+    assert [t["name"] for t in tokens] == ["Ana's phone"]
+    assert call(speaker, "DELETE", owner + f"/tokens/{tokens[0]['id']}").status_code == 200
+    r = call(phone, "GET", base + "/state", headers=auth)
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+
+    # A denied request never yields a token.
+    ask = call(phone, "POST", base + "/pairing", json={"name": "Stranger", "scope": "admin"})
+    rid = ask.json()["id"]
+    assert call(speaker, "POST", owner + f"/pairing/{rid}/deny").status_code == 200
+    denied = call(phone, "GET", base + f"/pairing/{rid}").json()
+    assert denied["state"] == "denied" and "token" not in denied
+
+    # Open mode: any LAN client may drive playback, but still not administer.
+    call(speaker, "PATCH", owner + "/settings", json={"open": True}).raise_for_status()
+    assert call(phone, "POST", base + "/pause").status_code == 200
+    assert call(phone, "PATCH", base + "/settings", json={"open": False}).status_code == 403
+
+
+def test_oversized_and_malformed_bodies_from_the_lan_get_4xx(lan: tuple[Lan, Any]) -> None:
+    made, _ = lan
+    speaker, phone = made.hosts[0], made.hosts[1]
+    base = f"http://{speaker.address}:{PORT}/api/v1"
+    r = call(phone, "POST", base + "/pairing", content=b"{" * 100_000)
+    assert r.status_code == 413
+    r = call(phone, "POST", base + "/pairing", content=b"{nope")
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    r = call(phone, "POST", base + "/pairing", json={"name": "\x07bell"})
+    assert r.status_code == 400 and "name" in r.json()["error"]["message"]
+
+
+@contextlib.contextmanager
+def avahi(host: Host, tmp: Path) -> Iterator[None]:
+    """A system D-Bus and an avahi-daemon inside ``host`` (TESTING.md's recipe)."""
+    Path("/run/dbus").mkdir(parents=True, exist_ok=True)
+    bus = None
+    if not Path("/run/dbus/system_bus_socket").exists():
+        Path("/run/dbus/pid").unlink(missing_ok=True)  # left by a bus that is gone
+        out = subprocess.run(
+            ["dbus-daemon", "--system", "--fork", "--print-pid"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        bus = int(out.stdout.split()[0])
+    host.run(["avahi-daemon", "--no-drop-root", "--no-chroot", "-D"], capture_output=True)
+    try:
+        yield
+    finally:
+        host.run(["avahi-daemon", "-k"], check=False, capture_output=True)
+        if bus is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(bus, signal.SIGTERM)
+            for leftover in ("system_bus_socket", "pid"):
+                Path("/run/dbus", leftover).unlink(missing_ok=True)
+
+
+def browse(host: Host) -> list[list[str]]:
+    out = host.run(
+        ["avahi-browse", "-rpt", "_cadenza._tcp"], capture_output=True, text=True, timeout=30
+    ).stdout
+
+    # -p escapes characters in names as \DDD (decimal): "Living\032Room".
+    def unescape(field: str) -> str:
+        return re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1))), field)
+
+    return [
+        [unescape(f) for f in line.split(";")] for line in out.splitlines() if line.startswith("=")
+    ]
+
+
+@pytest.mark.skipif(shutil.which("avahi-browse") is None, reason="needs Debian's avahi-utils")
+def test_avahi_browse_sees_the_speaker_and_its_rename(lan: tuple[Lan, Any], tmp_path: Path) -> None:
+    made, _ = lan
+    speaker, browser = made.hosts[0], made.hosts[2]
+    owner = f"http://127.0.0.1:{PORT}/api/v1"
+    with avahi(browser, tmp_path):
+        deadline = time.monotonic() + 30
+        found: list[list[str]] = []
+        while time.monotonic() < deadline and not found:
+            found = [f for f in browse(browser) if f[3] == "Kitchen"]
+        assert found, "avahi-browse never resolved the speaker"
+        entry = found[0]
+        assert entry[7] == speaker.address and entry[8] == str(PORT)
+        txt = entry[9]
+        for item in ('"name=Kitchen"', '"api=1"', '"path=/api/v1"', '"pairing=token"'):
+            assert item in txt, txt
+        # Renamed over the API: re-announced under the new name, the old one withdrawn.
+        call(speaker, "PATCH", owner + "/settings", json={"name": "Living Room"})
+        deadline = time.monotonic() + 30
+        names: set[str] = set()
+        while time.monotonic() < deadline:
+            names = {f[3] for f in browse(browser)}
+            if "Living Room" in names and "Kitchen" not in names:
+                break
+        assert "Living Room" in names and "Kitchen" not in names, names
