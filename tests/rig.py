@@ -46,7 +46,15 @@ def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 60) -
 
 
 class Rig:
-    def __init__(self, tmp: Path, *, album: str = "Rig Album", extra_config: str = "") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        album: str = "Rig Album",
+        extra_config: str = "",
+        long_tracks: bool = False,
+    ) -> None:
+        self.long_tracks = long_tracks
         self.tmp = tmp
         self.album = album
         self.extra_config = extra_config
@@ -61,6 +69,7 @@ class Rig:
         music = self.tmp / "music"
         music.mkdir()
         for n, (title, seconds, freq) in enumerate(SPECS, 1):
+            seconds = 90.0 if self.long_tracks else seconds
             rate = 44100
             t = np.arange(int(rate * seconds)) / rate
             wave = 0.3 * np.sin(2 * np.pi * freq * t)
