@@ -384,16 +384,17 @@ class Speaker:
     # --- internals ---------------------------------------------------------------------------
 
     async def _resolve(self, link: links.Link) -> list[dict[str, Any]]:
-        if link.kind not in ("track", "album"):
-            raise UnknownLink(f"cannot play {link} (tracks and albums only for now)")
+        if link.kind not in ("track", "album", "playlist"):
+            raise UnknownLink(f"cannot play {link} (tracks, albums and playlists)")
+        bare = links.Link(link.kind, link.id, user=link.user)  # without the #m:ss offset
         try:
-            reply = await self.session.request(
-                api.Lookup(str(links.Link(link.kind, link.id))), timeout=RESOLVE_TIMEOUT
-            )
+            reply = await self.session.request(api.Lookup(str(bare)), timeout=RESOLVE_TIMEOUT)
         except Exception as exc:
             code = getattr(exc, "code", "")
             if code == "not-found":
-                raise UnknownLink(f"unknown {link.kind}: cadenza:{link.kind}:{link.id}") from None
+                raise UnknownLink(f"unknown {link.kind}: {bare}") from None
+            if code in ("unsupported", "bad-request"):
+                raise UnknownLink(f"the service cannot resolve {bare}: {exc}") from None
             if self.cache is not None and link.kind == "track":
                 cached = self._cached_track(link.id)
                 if cached is not None:

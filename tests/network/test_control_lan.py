@@ -28,17 +28,17 @@ BIN = Path(sys.executable).parent
 PORT = 4080
 
 
-@pytest.fixture
-def lan(tmp_path: Path) -> Iterator[tuple[Lan, Any]]:
-    with Lan(3) as made:
-        speaker_host = made.hosts[0]
-        config = tmp_path / "cadenzad.toml"
-        config.write_text(
-            f"""
+def start_speaker(host: Host, tmp: Path, name: str) -> subprocess.Popen[bytes]:
+    """A real cadenzad in ``host`` (no service: its address leads nowhere), API on PORT."""
+    base = tmp / name
+    base.mkdir()
+    config = base / "cadenzad.toml"
+    config.write_text(
+        f"""
 [speaker]
-name = "Kitchen"
-state_dir = "{tmp_path / "state"}"
-cache_dir = "{tmp_path / "cache"}"
+name = "{name}"
+state_dir = "{base / "state"}"
+cache_dir = "{base / "cache"}"
 [service]
 address = "127.0.0.1:9"
 mdns = false
@@ -50,25 +50,28 @@ advertise = true
 [p2p]
 enabled = false
 """
+    )
+    log_path = base / "cadenzad.log"
+    with open(log_path, "w") as log:
+        daemon = host.popen(
+            [str(BIN / "cadenzad"), "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
         )
-        log = open(tmp_path / "cadenzad.log", "w")  # noqa: SIM115 - closed below
-        daemon = speaker_host.popen(
-            [str(BIN / "cadenzad"), "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while "control API on" not in (tmp_path / "cadenzad.log").read_text():
-            assert daemon.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "cadenzad.log"
-            ).read_text()
-            time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while "control API on" not in log_path.read_text():
+        assert daemon.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.05)
+    return daemon
+
+
+@pytest.fixture
+def lan(tmp_path: Path) -> Iterator[tuple[Lan, Any]]:
+    with Lan(3) as made:
+        daemon = start_speaker(made.hosts[0], tmp_path, "Kitchen")
         try:
             yield made, daemon
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(20)
-            log.close()
 
 
 def call(host: Host, method: str, url: str, **kw: Any) -> httpx.Response:
@@ -249,3 +252,28 @@ def test_cadenza_speakers_finds_it_over_mdns_and_drives_it(lan: tuple[Lan, Any])
         check=False,
     )
     assert r.returncode == 1 and "pair" in r.stderr.lower(), r.stderr
+
+
+def test_a_speaker_lists_the_other_speakers_it_sees(lan: tuple[Lan, Any], tmp_path: Path) -> None:
+    made, _ = lan
+    kitchen, bedroom_host = made.hosts[0], made.hosts[2]
+    bedroom = start_speaker(bedroom_host, tmp_path, "Bedroom")
+    try:
+        deadline = time.monotonic() + 30
+        others: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not others:
+            r = call(kitchen, "GET", f"http://127.0.0.1:{PORT}/api/v1/speakers")
+            others = r.json()["speakers"]
+            time.sleep(0.2)
+        assert [o["name"] for o in others] == ["Bedroom"]  # never itself
+        assert others[0]["url"] == f"http://{bedroom_host.address}:{PORT}/api/v1"
+        assert others[0]["pairing"] == "token"
+    finally:
+        bedroom.send_signal(signal.SIGTERM)
+        assert bedroom.wait(20) == 0
+    # Its goodbye on shutdown takes it off the list.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and others:
+        others = call(kitchen, "GET", f"http://127.0.0.1:{PORT}/api/v1/speakers").json()["speakers"]
+        time.sleep(0.2)
+    assert others == []

@@ -24,6 +24,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _ID = "[0-9A-Za-z]{22}"
+_USER = "[a-z0-9][a-z0-9._-]{0,63}"
 _WORDS = {
     "type": "string",
     "minLength": 1,
@@ -34,9 +35,14 @@ _WORDS = {
 SCHEMAS: dict[str, Any] = {
     "PlayableLink": {
         "type": "string",
-        "pattern": f"^cadenza:(track|album):{_ID}(#[0-9]{{1,2}}:[0-5][0-9])?$",
+        "pattern": f"^cadenza:((track|album)|user:{_USER}:playlist):{_ID}"
+        "(#[0-9]{1,2}:[0-5][0-9])?$",
     },
-    "AlbumLink": {"type": "string", "pattern": f"^cadenza:(track|album):{_ID}$"},
+    "AlbumLink": {
+        "description": "an album or a playlist (a context), or a track",
+        "type": "string",
+        "pattern": f"^cadenza:((track|album)|user:{_USER}:playlist):{_ID}$",
+    },
     "Link": {"type": "string", "pattern": f"^cadenza:(track|album|artist):{_ID}$"},
     "Error": {
         "type": "object",
@@ -277,7 +283,7 @@ def document(version: str) -> dict[str, Any]:
             },
             "/play": {
                 "post": _op(
-                    "Play a link, a list of links, or a context (album) from an offset",
+                    "Play a link, a list of links, or a context (album, playlist) from an offset",
                     state,
                     body=uri_or_uris,
                 )
