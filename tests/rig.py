@@ -61,13 +61,14 @@ class Rig:
         self.procs: list[subprocess.Popen[str]] = []
         self.url = ""
         self.uris: dict[str, str] = {}
+        self.service_address = ""
 
     def __enter__(self) -> Rig:
         import numpy as np
         import soundfile
 
         music = self.tmp / "music"
-        music.mkdir()
+        music.mkdir(parents=True)
         for n, (title, seconds, freq) in enumerate(SPECS, 1):
             seconds = 90.0 if self.long_tracks else seconds
             rate = 44100
@@ -99,6 +100,7 @@ class Rig:
         )  # fmt: skip
         self.procs.append(service)
         read_until(service, r"listening on")
+        self.service_address = f"127.0.0.1:{port}"
         alsa = AlsaSandbox(self.tmp / "alsa")
         config = self.tmp / "cadenzad.toml"
         config.write_text(

@@ -7,6 +7,7 @@ service (the session connects in the background and says so in the state).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from dataclasses import dataclass
@@ -33,13 +34,55 @@ from cadenza.system.config import Config
 log = logging.getLogger("cadenza.daemon")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Running:
     speaker: Speaker
     control_address: tuple[str, int]
     url: str
     audio_device: str
     mdns_name: str | None
+    config: Config | None = None
+    cache: Cache | None = None
+    overlay: Overlay | None = None
+
+    def reload(self, new: Config) -> list[str]:
+        """Apply what can change while playing; returns the keys that need a restart."""
+        old = self.config
+        if old is None:
+            return []
+        changed = _changed_keys(old, new)
+        sp, st, ov = self.speaker, new.streaming, self.overlay
+        live = {
+            "streaming.first_piece_seconds",
+            "streaming.ahead_seconds",
+            "streaming.prefetch_seconds",
+            "streaming.stutter_target",
+            "streaming.bitrate",
+            "audio.max_volume",
+            "audio.normalisation",
+        }
+        sp.first_piece_s, sp.ahead_s, sp.prefetch_s = (
+            st.first_piece_seconds,
+            st.ahead_seconds,
+            st.prefetch_seconds,
+        )
+        sp.policy.target = st.stutter_target
+        sp.bitrate = st.bitrate
+        sp.normalisation = new.audio.normalisation
+        if "audio.max_volume" in changed:
+            sp.max_volume = new.audio.max_volume
+            sp.set_volume(min(sp.volume, new.audio.max_volume))
+        if self.cache is not None and new.cache.max_size is not None:
+            live.add("cache.max_size")
+            if "cache.max_size" in changed:
+                self.cache.set_capacity(new.cache.max_size)
+        if ov is not None:
+            live |= {"p2p.max_uploads", "p2p.upload_rate", "p2p.max_neighbours"}
+            ov.uploads.set_max(new.p2p.max_uploads)
+            ov.bucket.set_rate(float(new.p2p.upload_rate or 0), trio.current_time())
+            ov.neighbours.soft_max = min(new.p2p.max_neighbours, ov.neighbours.hard_max)
+        self.config = new
+        return sorted(changed - live)
 
 
 def _read_password(path: Path | None) -> str:
@@ -154,10 +197,22 @@ async def run_speaker(
             url_host = bound[0] if bound[0] not in ("0.0.0.0", "::") else _lan_address()
             url = f"http://{url_host}:{bound[1]}/"
             mdns_name = plane.mdns_name
-            task_status.started(Running(speaker, bound, url, device, mdns_name))
+            task_status.started(
+                Running(speaker, bound, url, device, mdns_name, config, cache, overlay)
+            )
     finally:
         await trio.to_thread.run_sync(player.close)
         cache.close()
+
+
+def _changed_keys(old: Config, new: Config) -> set[str]:
+    keys: set[str] = set()
+    for section in dataclasses.fields(old):
+        a, b = getattr(old, section.name), getattr(new, section.name)
+        for f in dataclasses.fields(a):
+            if getattr(a, f.name) != getattr(b, f.name):
+                keys.add(f"{section.name}.{f.name}")
+    return keys
 
 
 def _lan_address() -> str:

@@ -471,6 +471,12 @@ class Speaker:
                     for src, n in sorted(st.bytes_by_source.items())
                 ),
                 ", ".join(f"{k} {v}" for k, v in found_by.items()) or "none",
+                extra={
+                    "TRACK_URI": track.get("uri") or "",
+                    "FILE_ID": stream.choice.file_id,
+                    "BYTES_SERVICE": st.bytes_by_source.get("service", 0),
+                    "BYTES_PEER": st.bytes_by_source.get("peer", 0),
+                },
             )
 
     def playback_buffer_low(self) -> bool:

@@ -298,6 +298,7 @@ class Overlay:
             link.name,
             "dialled" if outbound else "accepted",
             ", LAN" if lan else "",
+            extra={"PEER_ID": link.peer_id.hex()},
         )
         return link
 
@@ -370,7 +371,12 @@ class Overlay:
     def report(self, link: PeerLink, reason: str, file_id: str = "") -> None:
         """A peer misbehaved: drop it, never use it again, and tell the service."""
         self._ban_locally(link.peer_id)
-        log.warning("peer %s misbehaved (%s): disconnected and reported", link.name, reason)
+        log.warning(
+            "peer %s misbehaved (%s): disconnected and reported",
+            link.name,
+            reason,
+            extra={"PEER_ID": link.peer_id.hex(), "FILE_ID": file_id},
+        )
         assert self._nursery is not None
         self._nursery.start_soon(self._send_report, link.peer_id, reason, file_id)
 

@@ -190,6 +190,11 @@ class _Seek:
     position_ms: int
 
 
+@dataclass(frozen=True)
+class _Ping:
+    answered: threading.Event
+
+
 class _Do(enum.Enum):
     PAUSE = "pause"
     RESUME = "resume"
@@ -197,7 +202,7 @@ class _Do(enum.Enum):
     CLOSE = "close"
 
 
-_Command = _Play | _SetNext | _Seek | _Do
+_Command = _Play | _SetNext | _Seek | _Ping | _Do
 
 
 class Player:
@@ -294,6 +299,16 @@ class Player:
     def set_volume(self, level: int) -> None:
         """0..100 (see :mod:`cadenza.player.volume`); takes effect with the next period."""
         self._volume.set_level(level)
+
+    def alive(self, timeout: float) -> bool:
+        """True if the player's thread answers within ``timeout`` seconds (it takes commands
+        between periods, so a thread stuck in a write or a read never does). Blocks: call it
+        from a worker thread."""
+        if not self._thread.is_alive():
+            return False
+        ping = _Ping(threading.Event())
+        self._command(ping, cancel=False)
+        return ping.answered.wait(timeout)
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop, end the thread and close the output (from ``on_event`` too: then
@@ -429,6 +444,8 @@ class Player:
                 self._set_state(PlayerState.PLAYING)
             case _SetNext(item):
                 self._next_item = item
+            case _Ping(answered):
+                answered.set()
             case _Seek(position_ms):
                 self._seek(position_ms)
             case _Do.PAUSE:

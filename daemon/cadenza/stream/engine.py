@@ -486,7 +486,18 @@ class FileStream:
         self.stats.bad_chunks += 1
         if self._on_bad_chunk is not None:
             self._on_bad_chunk()
-        log.warning("bad chunk %d of %s from %s: %s", index, self.choice.file_id[:12], source, exc)
+        log.warning(
+            "bad chunk %d of %s from %s: %s",
+            index,
+            self.choice.file_id[:12],
+            source,
+            exc,
+            extra={
+                "SOURCE": source,
+                "PEER_ID": peer.hex() if peer else "",
+                "FILE_ID": self.choice.file_id,
+            },
+        )
         if peer is not None:
             link = self._links[peer]
             self._drop_peer(peer, None, "sent a chunk that failed verification")
