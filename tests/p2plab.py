@@ -74,7 +74,8 @@ class Speaker:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host.address}:{CONTROL_PORT}"
+        # Loopback inside the speaker's own namespace: the owner's side, trusted.
+        return f"http://127.0.0.1:{CONTROL_PORT}"
 
     def http(self, method: str, path: str, **kw: Any) -> httpx.Response:
         def go() -> httpx.Response:

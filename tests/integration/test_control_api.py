@@ -186,6 +186,7 @@ def test_foreign_host_and_origin_are_refused(rig: Rig) -> None:
 
 def test_the_web_ui_is_served(rig: Rig) -> None:
     r = httpx.get(rig.url + "/", timeout=10)
-    assert r.status_code in (200, 404)  # 404 only until the UI files exist
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "/ui/app.js" in r.text
     r = httpx.get(rig.url + "/ui/../http.py", timeout=10)
     assert r.status_code == 404

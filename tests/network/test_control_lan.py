@@ -138,6 +138,10 @@ def test_lan_clients_need_a_token_the_owner_confirms_and_can_revoke(
     assert call(speaker, "DELETE", owner + f"/tokens/{tokens[0]['id']}").status_code == 200
     r = call(phone, "GET", base + "/state", headers=auth)
     assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+    # ...but it may still see who the speaker is and ask to pair again.
+    assert call(phone, "GET", base + "/info", headers=auth).status_code == 200
+    r = call(phone, "POST", base + "/pairing", headers=auth, json={"name": "Ana again"})
+    assert r.status_code == 201
 
     # A denied request never yields a token.
     ask = call(phone, "POST", base + "/pairing", json={"name": "Stranger", "scope": "admin"})

@@ -182,15 +182,22 @@ class Guard:
             scope["state"]["scope"] = "admin"
             return
         token = _bearer(request)
-        if token:
-            info = self.control.tokens.check(token, time.time())
-            if info is None:
-                raise ApiError(401, "unknown or revoked token: pair again")
+        info = self.control.tokens.check(token, time.time()) if token else None
+        if info is not None:
             scope["state"]["scope"] = info.scope
+        elif token and not _public(request.method, request.url.path):
+            raise ApiError(401, "unknown or revoked token: pair again")
         elif self.control.settings.open:
             scope["state"]["scope"] = "playback"
         else:
             scope["state"]["scope"] = None
+
+
+def _public(method: str, path: str) -> bool:
+    """Routes anyone may use (a stale token there is ignored, so a client can pair again)."""
+    if (method, path) in PUBLIC or path == "/" or path.startswith("/ui/"):
+        return True
+    return method == "GET" and path.startswith("/api/v1/pairing/") and path.count("/") == 4
 
 
 def _bearer(request: Request) -> str | None:
