@@ -638,7 +638,7 @@ def _play(api: Api, args: argparse.Namespace) -> int:
             raise CliError(f"no track matches {query!r}")
         hit = items[0]
         body: dict[str, Any] = {"uri": hit["uri"]}
-    elif link.kind == "album":
+    elif link.kind in ("album", "playlist"):
         body = {"context": text}
     else:
         body = {"uri": text}

@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_ingest_arguments(ingest_p)
     user = sub.add_parser("user", help="manage accounts: add, passwd, del, list, devices, revoke")
     service.add_user_arguments(user)
+    playlist = sub.add_parser(
+        "playlist", help="manage playlists: create, add, remove, rename, list, show, del"
+    )
+    service.add_playlist_arguments(playlist)
     ban = sub.add_parser("ban", help="ban a peer (the device behind it) from the overlay")
     service.add_ban_arguments(ban)
     control.add_control_commands(sub)
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from cadenza.cli.service import user_main
 
         return user_main(args)
+    if args.command == "playlist":
+        from cadenza.cli.service import playlist_main
+
+        return playlist_main(args)
     if args.command == "ban":
         from cadenza.cli.service import ban_main
 

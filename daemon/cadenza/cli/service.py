@@ -1,9 +1,11 @@
-"""`cadenza serve`, `cadenza user ...` and `cadenza ban`: the service side of the CLI."""
+"""`cadenza serve`, `cadenza user ...`, `cadenza playlist ...` and `cadenza ban`: the service
+side of the CLI."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import os
 import signal
@@ -183,6 +185,109 @@ def user_main(args: argparse.Namespace) -> int:
             print(f"device {args.device_id} revoked")
     except (AccountError, OSError, IndexError) as exc:
         print(f"cadenza user: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    return 0
+
+
+# --- playlists --------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: positions start at 1")
+    return value
+
+
+def add_playlist_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_argument(parser)
+    sub = parser.add_subparsers(dest="playlist_command", metavar="ACTION", required=True)
+    tracks_help = "cadenza:track:<id> links (a cadenza:album:<id> adds the album's tracks)"
+    create = sub.add_parser("create", help="create a playlist and print its link")
+    create.add_argument("--user", required=True, help="the owner")
+    create.add_argument("name", help="the playlist's name")
+    create.add_argument("uris", nargs="*", metavar="URI", help=tracks_help)
+    add = sub.add_parser("add", help="add tracks to a playlist")
+    add.add_argument("link", help="cadenza:user:<name>:playlist:<id>")
+    add.add_argument("uris", nargs="+", metavar="URI", help=tracks_help)
+    add.add_argument(
+        "--at", type=_positive, metavar="N", help="insert as track N (default: at the end)"
+    )
+    remove = sub.add_parser("remove", help="remove the track at a position (as show numbers it)")
+    remove.add_argument("link")
+    remove.add_argument("position", type=_positive, metavar="N")
+    rename = sub.add_parser("rename", help="rename a playlist")
+    rename.add_argument("link")
+    rename.add_argument("name")
+    listing = sub.add_parser("list", help="list a user's playlists")
+    listing.add_argument("--user", required=True)
+    show = sub.add_parser("show", help="show a playlist's tracks")
+    show.add_argument("link")
+    show.add_argument("--json", action="store_true", help="print the playlist as JSON")
+    delete = sub.add_parser("del", help="delete a playlist")
+    delete.add_argument("link")
+    for p in sub.choices.values():
+        p.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help="data directory")
+
+
+def _tracks(n: int) -> str:
+    return f"{n} track" if n == 1 else f"{n} tracks"
+
+
+def playlist_main(args: argparse.Namespace) -> int:
+    from cadenza import links
+    from cadenza.service.catalog import NotFound, UnsupportedLink
+    from cadenza.service.db import Database
+    from cadenza.service.playlists import Playlists
+
+    data = data_dir(args)
+    data.mkdir(parents=True, exist_ok=True)
+    db = Database(data / "service.db")
+    playlists = Playlists(db)
+    try:
+        cmd = args.playlist_command
+        if cmd == "create":
+            playlist = playlists.create(args.user, args.name, args.uris)
+            print(playlist.uri)
+        elif cmd == "add":
+            at = None if args.at is None else args.at - 1
+            before = playlists.lookup(args.link).length
+            playlist = playlists.add(args.link, args.uris, at)
+            added = playlist.length - before
+            print(f"{_tracks(added)} added to {playlist.name!r} (now {_tracks(playlist.length)})")
+        elif cmd == "remove":
+            playlist = playlists.remove(args.link, args.position - 1)
+            print(f"track {args.position} removed from {playlist.name!r}")
+        elif cmd == "rename":
+            playlist = playlists.rename(args.link, args.name)
+            print(f"playlist renamed to {playlist.name!r}")
+        elif cmd == "list":
+            for p in playlists.list(args.user):
+                print(f"{p.uri}\t{p.name}\t{_tracks(p.length)}")
+        elif cmd == "show":
+            playlist = playlists.lookup(args.link)
+            if args.json:
+                print(json.dumps(playlist.to_json(), indent=2, ensure_ascii=False))
+            else:
+                print(f"{playlist.name} ({playlist.owner}, {_tracks(playlist.length)})")
+                for n, t in enumerate(playlist.tracks, 1):
+                    artists = ", ".join(a.name for a in t.artists)
+                    secs = t.duration_ms // 1000
+                    print(f"{n:>4}. {artists} - {t.title} ({secs // 60}:{secs % 60:02d})  {t.uri}")
+        elif cmd == "del":
+            playlist = playlists.lookup(args.link)
+            playlists.delete(args.link)
+            print(f"playlist {playlist.name!r} deleted")
+    except (links.LinkError, UnsupportedLink) as exc:
+        print(f"cadenza playlist: {exc}", file=sys.stderr)
+        return 2
+    except (NotFound, ValueError, OSError) as exc:
+        print(f"cadenza playlist: {exc}", file=sys.stderr)
         return 1
     finally:
         db.close()

@@ -95,7 +95,7 @@ class Lookup(Message):
 @register(21)
 @dataclass(frozen=True, slots=True)
 class LookupReply(Message):
-    kind: str  # track | album | artist
+    kind: str  # track | album | artist | playlist
     record: dict[str, Any]  # the same JSON shape as the HTTP metadata API
 
 

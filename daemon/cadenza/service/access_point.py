@@ -32,8 +32,9 @@ from cadenza.protocol.messages import BulkKind, ErrorReply, Message
 from cadenza.protocol.noise import KeyPair
 
 from .accounts import Accounts, AuthFailed, LoginThrottle, Revoked
-from .catalog import Catalog, NotFound, UnsupportedLink
+from .catalog import Album, Artist, Catalog, NotFound, Track, UnsupportedLink
 from .db import Database
+from .playlists import Playlist, Playlists
 from .storage import FileNotFound, Storage
 from .tracker import Entry, Tracker
 
@@ -97,6 +98,7 @@ class AccessPoint:
         accounts: Accounts,
         catalog: Catalog,
         storage: Storage,
+        playlists: Playlists | None = None,
         overlay_id: str = OVERLAY_ID,
         cert_lifetime: int = CERT_LIFETIME,
         agent: str = "cadenza-serve",
@@ -106,6 +108,7 @@ class AccessPoint:
         self.accounts = accounts
         self.catalog = catalog
         self.storage = storage
+        self.playlists = playlists if playlists is not None else Playlists(db, catalog)
         self.overlay_id = overlay_id
         self.issuer = CertificateIssuer(signing_key, overlay_id, lifetime=cert_lifetime)
         self.signing_public = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -307,8 +310,13 @@ class AccessPoint:
     # --- catalog and storage ------------------------------------------------------------------
 
     async def _lookup(self, session: Session, req: api.Lookup) -> Message:
+        record: Track | Album | Artist | Playlist
         try:
-            record = await trio.to_thread.run_sync(self.catalog.lookup, req.uri)
+            link = links.parse(req.uri)
+            if link.kind == "playlist":
+                record = await trio.to_thread.run_sync(self.playlists.lookup, link)
+            else:
+                record = await trio.to_thread.run_sync(self.catalog.lookup, link)
         except links.LinkError as exc:
             return ErrorReply("bad-request", f"{req.uri!r}: {exc}")
         except NotFound as exc:

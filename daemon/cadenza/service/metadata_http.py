@@ -4,6 +4,7 @@
 ::
 
     GET /lookup/1/?uri=cadenza:track:<id>          -> {"track": {...}}  (album, artist alike)
+    GET /lookup/1/?uri=cadenza:user:<name>:playlist:<id> -> {"playlist": {...}}
     GET /search/1/track?q=...&limit=20&offset=0    -> {"info": {...}, "tracks": [...]}
     GET /search/1/album?q=...                      -> {"info": {...}, "albums": [...]}
     GET /search/1/artist?q=...                     -> {"info": {...}, "artists": [...]}
@@ -34,11 +35,15 @@ from cadenza import links
 from cadenza.net.http import serve_http
 from cadenza.service.catalog import (
     MAX_SEARCH_LIMIT,
+    Album,
+    Artist,
     Catalog,
     NotFound,
     SearchKind,
+    Track,
     UnsupportedLink,
 )
+from cadenza.service.playlists import Playlist, Playlists
 
 __all__ = ["DEFAULT_SEARCH_LIMIT", "metadata_app", "serve_metadata_http"]
 
@@ -68,8 +73,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
 
-def metadata_app(catalog: Catalog) -> Starlette:
-    """The metadata API over ``catalog`` as an ASGI app (run it under trio)."""
+def metadata_app(catalog: Catalog, playlists: Playlists | None = None) -> Starlette:
+    """The metadata API over ``catalog`` as an ASGI app (run it under trio).
+
+    Without ``playlists``, a playlist link is a bad request, as any link the catalog
+    does not resolve.
+    """
     limiter = trio.CapacityLimiter(CATALOG_THREADS)
 
     async def in_thread(fn: Callable[[], T]) -> T:
@@ -83,8 +92,12 @@ def metadata_app(catalog: Catalog) -> Starlette:
             link = links.parse(uri)
         except links.LinkError as exc:
             return _error(400, f"bad uri {uri!r}: {exc}")
+        record: Track | Album | Artist | Playlist
         try:
-            record = await in_thread(partial(catalog.lookup, link))
+            if link.kind == "playlist" and playlists is not None:
+                record = await in_thread(partial(playlists.lookup, link))
+            else:
+                record = await in_thread(partial(catalog.lookup, link))
         except UnsupportedLink as exc:
             return _error(400, f"bad uri {uri!r}: {exc}")
         except NotFound as exc:

@@ -2,7 +2,7 @@
 
 Data directory layout::
 
-    DATA/service.db          SQLite: accounts, catalog, bans, reports
+    DATA/service.db          SQLite: accounts, catalog, playlists, bans, reports
     DATA/storage/            encoded files by content (see storage.py)
     DATA/keys/static.key     the access point's Noise static key (X25519, 0600)
     DATA/keys/signing.key    the service's Ed25519 signing key (certificates, manifests; 0600)
@@ -29,6 +29,7 @@ from .catalog import Catalog
 from .db import Database
 from .keys import load_or_create_signing_key, load_or_create_static_key
 from .metadata_http import metadata_app, serve_metadata_http
+from .playlists import Playlists
 from .storage import Storage
 
 log = logging.getLogger("cadenza.service")
@@ -67,6 +68,7 @@ class Roles:
         self.static = load_or_create_static_key(data / "keys" / "static.key")
         self.accounts = Accounts(self.db)
         self.catalog = Catalog(self.db)
+        self.playlists = Playlists(self.db, self.catalog)
         self.storage = Storage(data / "storage", ManifestSigner(self.signing_key))
 
     def close(self) -> None:
@@ -85,6 +87,7 @@ async def run_service(
             accounts=roles.accounts,
             catalog=roles.catalog,
             storage=roles.storage,
+            playlists=roles.playlists,
         )
         fp = fingerprint(roles.static.public)
         async with trio.open_nursery() as nursery:
@@ -92,7 +95,7 @@ async def run_service(
             ap_addr = listeners[0].socket.getsockname()[:2]
             http_addr = None
             if config.http is not None:
-                app = metadata_app(roles.catalog)
+                app = metadata_app(roles.catalog, roles.playlists)
                 host, port = config.http
                 http_addr = await nursery.start(
                     partial(serve_metadata_http, app, host or "0.0.0.0", port)
