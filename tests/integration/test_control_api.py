@@ -5,7 +5,10 @@ events, the queue, shuffle/repeat and settings."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -190,3 +193,23 @@ def test_the_web_ui_is_served(rig: Rig) -> None:
     assert "/ui/app.js" in r.text
     r = httpx.get(rig.url + "/ui/../http.py", timeout=10)
     assert r.status_code == 404
+
+
+def test_a_playlist_plays_as_a_context(clean: Rig) -> None:
+    rig = clean
+    made = subprocess.run(
+        [str(Path(sys.executable).parent / "cadenza"), "playlist", "create", "--data",
+         str(rig.tmp / "service"), "--user", "owner", "Evening mix",
+         rig.uris["Night Drive"], rig.uris["Morning Light"]],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    link = made.stdout.strip().split()[-1]
+    assert link.startswith("cadenza:user:owner:playlist:")
+    r = httpx.post(rig.url + "/api/v1/play", json={"context": link, "offset": 1}, timeout=30)
+    assert r.status_code == 200, r.text
+    state = r.json()
+    assert [t["title"] for t in state["queue"]] == ["Night Drive", "Morning Light"]
+    assert state["track"]["title"] == "Morning Light"
+    missing = link[:-22] + "0" * 22
+    r = httpx.post(rig.url + "/api/v1/play", json={"context": missing}, timeout=30)
+    assert r.status_code == 404 and "playlist" in r.json()["error"]["message"]
