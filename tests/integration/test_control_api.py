@@ -5,6 +5,7 @@ events, the queue, shuffle/repeat and settings."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,7 +36,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=int(os.environ.get("CADENZA_API_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_the_api_matches_its_openapi_document(case: schemathesis.Case, rig: Rig) -> None:
     case.call_and_validate(base_url=rig.url + "/api/v1")
 

@@ -67,7 +67,7 @@ from .auth import (
     origin_allowed,
     scope_allows,
 )
-from .settings import Settings, check_name, validate
+from .settings import BLANK, Settings, check_name, validate
 
 log = logging.getLogger("cadenza.control")
 
@@ -450,7 +450,7 @@ def control_app(control: Control) -> ASGIApp:
 
     @r("/api/v1/search", "GET", "read")
     async def search(request: Request) -> dict[str, Any]:
-        q = request.query_params.get("q", "").strip()
+        q = request.query_params.get("q", "").strip(BLANK)
         if not q:
             raise ApiError(400, "query parameter 'q' (the words to search for) is missing")
         if len(q) > 200:

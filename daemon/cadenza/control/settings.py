@@ -33,12 +33,20 @@ class Settings:
         return asdict(self)
 
 
+# What JSON Schema's (ECMAScript's) \s matches: what "blank" means for the API's inputs.
+# Python's str.strip() also strips \x1c-\x1f and \x85, which ECMAScript does not.
+BLANK = (
+    "\t\n\x0b\x0c\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
 def check_name(value: object, field: str) -> str:
     """A name people see: text, not blank, at most NAME_MAX characters, no control ones."""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip(BLANK):
         raise ValueError(f"field {field!r} must be a non-empty string")
-    text = value.strip()
-    if len(text) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in text):
+    text = value.strip(BLANK)
+    if len(value) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError(
             f"field {field!r} must be at most {NAME_MAX} characters, no control characters"
         )
