@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,9 @@ import trio
 
 from cadenza.cache.store import Cache
 from cadenza.control.plane import default_settings, run_control
+from cadenza.hw.controls import run_board
+from cadenza.hw.gpio import GpioUnavailable, open_chip
+from cadenza.hw.profiles import Profile, load_profiles, read_system, select
 from cadenza.net import mdns
 from cadenza.p2p.overlay import Overlay, OverlayConfig
 from cadenza.player.player import Player
@@ -123,16 +127,20 @@ async def run_speaker(
         on_push=on_push,
     )
     cache = Cache(cache_dir, capacity=config.cache.max_size)
-    devices = [audio.device] + ([audio.fallback_device] if audio.fallback_device else [])
+    board = await trio.to_thread.run_sync(_board, config)
+    wanted = audio.device
+    if board is not None and wanted == "default" and board.alsa_device:
+        wanted = board.alsa_device  # the board's card, not whatever ALSA's default is
+    devices = [wanted] + ([audio.fallback_device] if audio.fallback_device else [])
     player, device = Player.open_first(
         devices,
         period_frames=audio.period_frames,
         periods=audio.periods,
         volume_range_db=audio.volume_range_db,
-        volume=_mixer_volume(audio),
+        volume=_mixer_volume(audio, board),
     )
-    if device != audio.device:
-        log.warning("audio device %r cannot be opened; playing to %r instead", audio.device, device)
+    if device != wanted:
+        log.warning("audio device %r cannot be opened; playing to %r instead", wanted, device)
     speaker = Speaker(
         session=session,
         cache=cache,
@@ -197,6 +205,8 @@ async def run_speaker(
             url_host = bound[0] if bound[0] not in ("0.0.0.0", "::") else _lan_address()
             url = f"http://{url_host}:{bound[1]}/"
             mdns_name = plane.mdns_name
+            if board is not None and board.gpio is not None and config.hardware.gpio:
+                await _start_board(nursery, board, _BoardActions(speaker, plane.control))
             task_status.started(
                 Running(speaker, bound, url, device, mdns_name, config, cache, overlay)
             )
@@ -220,21 +230,101 @@ def _lan_address() -> str:
     return addrs[0] if addrs else "127.0.0.1"
 
 
-def _mixer_volume(audio: Any) -> Volume | None:
-    """The ALSA mixer control named in the configuration, or None for software volume."""
+def _board(config: Config) -> Profile | None:
+    """The board profile: detected, named in the configuration, or none."""
+    name = config.hardware.board
+    if name == "none":
+        return None
+    profiles = load_profiles()
+    try:
+        board = select(profiles, name, read_system())
+    except ValueError as exc:
+        raise BoardError(f"hardware.board: {exc}") from None
+    if board is not None:
+        log.info("board: %s (%s)", board.name, board.description)
+    elif name == "auto":
+        log.info("no known board detected: plain ALSA (%d profiles known)", len(profiles))
+    return board
+
+
+async def _start_board(nursery: trio.Nursery, board: Profile, actions: _BoardActions) -> None:
+    """The board's buttons, encoder, LED and amplifier (a board without a usable GPIO chip
+    still plays; the log says why its controls are off)."""
+    assert board.gpio is not None
+    try:
+        chip = await trio.to_thread.run_sync(open_chip, board.gpio.chip, board.gpio.chip_labels)
+        await nursery.start(run_board, board, chip, actions)
+    except (GpioUnavailable, OSError) as exc:
+        log.warning("board %s: GPIO controls unavailable (%s)", board.name, exc)
+        return
+    log.info("board %s: buttons, encoder, LED and amplifier control on", board.name)
+
+
+class _BoardActions:
+    """What the board's controls do to the speaker."""
+
+    def __init__(self, speaker: Speaker, control: Any) -> None:
+        self.speaker = speaker
+        self.control = control
+
+    async def play_pause(self) -> None:
+        sp = self.speaker
+        if sp.status == "paused":
+            sp.resume()
+        elif sp.status in ("playing", "buffering", "loading"):
+            sp.pause()
+        elif sp.queue:
+            await sp.play([t["uri"] for t in sp.queue], start_index=max(0, sp.index))
+        self.control.notify()
+
+    async def next(self) -> None:
+        await self.speaker.next_track()
+        self.control.notify()
+
+    async def volume_step(self, delta: int) -> None:
+        self.speaker.set_volume(self.speaker.volume + delta)
+        self.control.notify()
+
+    async def approve_pairing(self) -> None:
+        req = self.control.pairing.approve_oldest(time.time())
+        if req is not None:
+            log.warning("pairing approved with the button: %s (%s)", req.name, req.scope)
+
+    def state(self) -> str:
+        if self.control.pairing.pending(time.time()):
+            return "pairing"
+        if not self.speaker.session.online and self.speaker.status == "stopped":
+            return "offline"
+        return self.speaker.status
+
+
+class BoardError(RuntimeError):
+    """The configured board is not one of the profiles."""
+
+
+def _mixer_volume(audio: Any, board: Profile | None = None) -> Volume | None:
+    """The ALSA mixer control named in the configuration (or the board's), or None for
+    software volume."""
     if audio.volume_control != "mixer":
         return None
-    control = audio.mixer_control or "Master"
-    card = audio.mixer_card if audio.mixer_card is not None else 0
+    controls = [audio.mixer_control] if audio.mixer_control else []
+    if board is not None:
+        controls += list(board.audio.mixer_controls)
+    card: Any = audio.mixer_card
+    if card is None and board is not None:
+        card = board.mixer_card
+    card = card if card is not None else 0
     if isinstance(card, str) and card.isdigit():
         card = int(card)
-    try:
-        return MixerVolume(control, card, range_db=audio.volume_range_db)
-    except Exception as exc:  # alsaaudio.ALSAAudioError and friends: no such card/control
-        log.warning(
-            "mixer control %r on card %r cannot be used (%s): using software volume",
-            control,
-            card,
-            exc,
-        )
-        return None
+    problems = []
+    for control in controls or ["Master"]:
+        try:
+            return MixerVolume(control, card, range_db=audio.volume_range_db)
+        except Exception as exc:  # alsaaudio.ALSAAudioError and friends: no such control
+            problems.append(f"{control!r}: {exc}")
+    log.warning(
+        "no usable mixer control on card %r (%s): using software volume",
+        card,
+        "; ".join(problems),
+    )
+    return None

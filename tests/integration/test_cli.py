@@ -42,3 +42,19 @@ def test_version_and_help() -> None:
         assert out.returncode == 0 and out.stdout.startswith(prog)
     out = subprocess.run([BIN / "cadenza"], capture_output=True, text=True)
     assert out.returncode == 2 and "demo" in out.stdout
+
+
+def test_board_in_the_configuration_is_checked(tmp_path: Path) -> None:
+    config = tmp_path / "cadenzad.toml"
+    config.write_text('[hardware]\nboard = "no-such-board"\n')
+    r = subprocess.run(
+        [BIN / "cadenzad", "--config", config, "--check-config"], capture_output=True, text=True
+    )
+    assert r.returncode == 2
+    assert "hardware.board: no profile 'no-such-board'" in r.stderr
+    assert "hifiberry-dacplus" in r.stderr  # the known ones are listed
+    config.write_text('[hardware]\nboard = "pimoroni-pirate-audio"\n')
+    r = subprocess.run(
+        [BIN / "cadenzad", "--config", config, "--check-config"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr

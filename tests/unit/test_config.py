@@ -168,6 +168,8 @@ BAD_VALUES: list[tuple[str, str, list[str], str]] = [
     ("p2p", "hard_max_neighbours", ["0", "121"], "from 1 to 120"),
     ("p2p", "upload_rate", ['"fast"', "-5"], '"1.5G"'),
     ("p2p", "lan_discovery", ['"yes"'], "true or false"),
+    ("hardware", "board", ['""', "3"], "profile name"),
+    ("hardware", "gpio", ['"on"'], "true or false"),
 ]
 
 

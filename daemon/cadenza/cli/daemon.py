@@ -34,6 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.ConfigError as exc:
         print(f"cadenzad: {exc}", file=sys.stderr)
         return 2
+    from cadenza.hw.profiles import ProfileError, load_profiles
+
+    if config.hardware.board not in ("auto", "none"):
+        try:
+            known = load_profiles()
+        except ProfileError as exc:
+            print(f"cadenzad: board profiles: {exc}", file=sys.stderr)
+            return 2
+        if config.hardware.board not in known:
+            print(
+                f"cadenzad: hardware.board: no profile {config.hardware.board!r}"
+                f" (known: {', '.join(sorted(known)) or 'none'})",
+                file=sys.stderr,
+            )
+            return 2
     if args.check_config:
         print(f"cadenzad: configuration OK ({args.config or cfg.DEFAULT_PATH})")
         return 0

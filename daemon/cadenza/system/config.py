@@ -538,6 +538,19 @@ class P2PConfig:
 
 
 @dataclass(frozen=True)
+class HardwareConfig:
+    """``[hardware]``: the board (DAC, buttons, encoder, LED, amplifier) from hw/boards."""
+
+    board: str = field(
+        default="auto",
+        metadata=_kind(
+            _Required('"auto" (detect), "none", or a profile name like "hifiberry-dacplus"')
+        ),
+    )
+    gpio: bool = field(default=True, metadata=_kind(_Bool()))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``Config()`` is every default."""
 
@@ -548,6 +561,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     p2p: P2PConfig = field(default_factory=P2PConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
 
     def to_toml(self) -> str:
         """Every key of every section, in TOML that :func:`parse` reads back to ``self``."""
@@ -570,6 +584,7 @@ _SECTIONS: dict[str, type] = {
     "streaming": StreamingConfig,
     "control": ControlConfig,
     "p2p": P2PConfig,
+    "hardware": HardwareConfig,
 }
 
 
