@@ -28,6 +28,8 @@ from alsa import AlsaSandbox, requires_alsa
 from cadenza.cli import control
 from cadenza.cli.control import CliError, Target
 from cadenza.net.mdns import ServiceInfo
+from rig import free_port as _free_port
+from rig import read_until as _read_until
 
 BIN = Path(sys.executable).parent
 PASSWORD = "cli control secret"
@@ -51,31 +53,10 @@ class System:
     album: str
 
 
-def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 60) -> re.Match[str]:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise AssertionError(f"never saw {pattern!r}:\n{''.join(seen)}")
-
-
 def _drain(proc: subprocess.Popen[str]) -> None:
     # Keep reading a child's output so it never blocks on a full pipe.
     assert proc.stdout is not None
     threading.Thread(target=proc.stdout.read, daemon=True).start()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -3,9 +3,7 @@ playing into an ALSA `file` capture that must equal the reference decode sample 
 
 from __future__ import annotations
 
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ import soundfile
 
 from alsa import AlsaSandbox, assert_same_pcm, requires_alsa, requires_pv
 from cadenza.service.serve import Roles
+from rig import free_port
+from rig import read_until as _read_until
 
 BIN = Path(sys.executable).parent
 PASSWORD = "end to end secret"
@@ -61,27 +61,6 @@ def reference_decode(ogg: bytes, tmp: Path) -> bytes:
         capture_output=True,
         check=True,
     ).stdout
-
-
-def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 30) -> re.Match[str]:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise AssertionError(f"never saw {pattern!r}:\n{''.join(seen)}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 NO_EXTRAS = ("--no-http", "--no-mdns")
