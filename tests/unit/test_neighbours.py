@@ -174,7 +174,9 @@ def test_table_invariants(ev: list[tuple[str, int, int, bool]], soft: int, extra
                 assert t.score(p, now) >= old
         elif op in ("busy", "idle"):
             t.set_busy(p, op == "busy")
-            (busy.add if op == "busy" else busy.discard)(p)
+            # Marking a peer that is not a neighbour does nothing (it is not busy once added).
+            if p in t:
+                (busy.add if op == "busy" else busy.discard)(p)
         else:
             t.remove(p)
             busy.discard(p)
