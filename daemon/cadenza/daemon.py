@@ -71,7 +71,8 @@ class Running:
             st.prefetch_seconds,
         )
         sp.policy.target = st.stutter_target
-        sp.bitrate = st.bitrate
+        if "streaming.bitrate" in changed:  # else a bitrate set over the API stands
+            sp.bitrate = st.bitrate
         sp.normalisation = new.audio.normalisation
         if "audio.max_volume" in changed:
             sp.max_volume = new.audio.max_volume
@@ -82,8 +83,10 @@ class Running:
                 self.cache.set_capacity(new.cache.max_size)
         if ov is not None:
             live |= {"p2p.max_uploads", "p2p.upload_rate", "p2p.max_neighbours"}
-            ov.uploads.set_max(new.p2p.max_uploads)
-            ov.bucket.set_rate(float(new.p2p.upload_rate or 0), trio.current_time())
+            if "p2p.max_uploads" in changed:
+                ov.set_max_uploads(new.p2p.max_uploads)
+            if "p2p.upload_rate" in changed:
+                ov.bucket.set_rate(float(new.p2p.upload_rate or 0), trio.current_time())
             ov.neighbours.soft_max = min(new.p2p.max_neighbours, ov.neighbours.hard_max)
         self.config = new
         return sorted(changed - live)

@@ -331,6 +331,7 @@ class Speaker:
 
     def state(self) -> dict[str, Any]:
         cur = self.current
+        p2p = self.overlay.figures() if self.overlay is not None else None
         track = _track_summary(cur.track) if cur else None
         return {
             "status": self.status,
@@ -345,9 +346,9 @@ class Speaker:
             "bytes_by_source": dict(self.stats.bytes_by_source),
             "underruns": self.player.underruns,
             "bad_chunks": self.stats.bad_chunks,
-            "traffic": self._traffic(),
+            "traffic": self._traffic(p2p),
             "tracks_streamed": list(self.history),
-            "p2p": self.overlay.figures() if self.overlay is not None else None,
+            "p2p": p2p,
             "start_latency_ms": self.stats.start_latencies_ms[-10:],
             "session": {
                 "state": self.session.status.state.value,
@@ -358,14 +359,16 @@ class Speaker:
             "error": self.error,
         }
 
-    def _traffic(self) -> dict[str, int]:
-        """Music bytes by source, and what the wire carried besides them (overhead)."""
+    def _traffic(self, p2p: dict[str, Any] | None = None) -> dict[str, int]:
+        """Music bytes by source, and what the wire carried besides them (overhead).
+        ``p2p``: the overlay's figures when the caller has them already."""
         useful = sum(n for src, n in self.stats.bytes_by_source.items() if src != "cache")
         wire_in, wire_out = self.session.bytes_received, self.session.bytes_sent
-        if self.overlay is not None:
-            figures = self.overlay.figures()
-            wire_in += figures["wire_in"]
-            wire_out += figures["wire_out"]
+        if p2p is None and self.overlay is not None:
+            p2p = self.overlay.figures()
+        if p2p is not None:
+            wire_in += p2p["wire_in"]
+            wire_out += p2p["wire_out"]
         return {
             "music_in": useful,
             "duplicate_in": sum(h["duplicate_bytes"] for h in self.history),

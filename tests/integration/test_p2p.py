@@ -321,3 +321,20 @@ async def test_a_search_answer_naming_an_arbitrary_endpoint_is_never_dialled(
     await trio.sleep(0.5)
     assert accepted == []
     assert found == []
+
+
+async def test_more_upload_slots_on_reload_start_waiting_requests(world: World) -> None:
+    a = await world.node("a", holds=True, max_uploads=1)
+    await wait_announced(a, world.file_id)
+    hog = object()
+    assert a.overlay.uploads.request(hog, 0)  # the only slot is taken
+    b = await world.node("b")
+    stream = world.stream(b, position_ms=playback(speed=20))
+    buffer = await world.nursery.start(stream.run)
+    await eventually(lambda: a.overlay.uploads.waiting >= 1)
+    a.overlay.set_max_uploads(2)  # what a SIGHUP with p2p.max_uploads = 2 does
+    with trio.fail_after(30):
+        await stream.done.wait()
+    assert buffer.getvalue() == world.payload
+    assert stream.stats.bytes_by_source.get("peer", 0) > 0
+    assert a.overlay.traffic.refused_busy == 0  # served, not timed out into "busy"

@@ -468,8 +468,8 @@ class Overlay:
                     )
                 except CacheError as exc:
                     raise net.RequestError("not-found", str(exc)) from None
+                await self._while_buffer_low()  # per batch: 128 KiB, a fraction of a second
                 for chunk in batch:
-                    await self._while_buffer_low()
                     delay = self.bucket.reserve(len(chunk), trio.current_time())
                     if delay > 0:
                         await trio.sleep(delay)
@@ -491,8 +491,15 @@ class Overlay:
                 await trio.sleep(PAUSE_POLL)
 
     def _release(self, key: object) -> None:
-        for granted in self.uploads.release(key):
-            event = self._slot_events.get(granted)
+        self._wake_granted(self.uploads.release(key))
+
+    def set_max_uploads(self, n: int) -> None:
+        """Change the number of upload slots (a reload); waiting requests may start now."""
+        self._wake_granted(self.uploads.set_max(n))
+
+    def _wake_granted(self, granted: list[object]) -> None:
+        for key in granted:
+            event = self._slot_events.get(key)
             if event is not None:
                 event.set()
 
