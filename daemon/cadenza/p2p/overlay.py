@@ -435,7 +435,7 @@ class Overlay:
 
     async def _serve_chunks(self, link: PeerLink, ch: net.Channel, req: api.GetChunks) -> None:
         self.traffic.upload_requests += 1
-        if self.config.max_uploads == 0:
+        if self.uploads.max_active == 0:
             raise net.RequestError("busy", "this speaker does not upload")
         if not await trio.to_thread.run_sync(self.cache.has, req.file_id):
             raise net.RequestError("not-found", f"not holding {req.file_id}")
