@@ -266,8 +266,8 @@ def uris_field(data: dict[str, Any]) -> list[str]:
         uris = data["uris"]
         if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
             raise ApiError(400, "field 'uris' must be a non-empty list of strings")
-        if len(uris) > 1000:
-            raise ApiError(400, "field 'uris' holds at most 1000 links")
+        if len(uris) > openapi.MAX_LINKS:
+            raise ApiError(400, f"field 'uris' holds at most {openapi.MAX_LINKS} links")
         return uris
     if "uri" in data:
         if not isinstance(data["uri"], str):

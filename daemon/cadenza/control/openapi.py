@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# Links in one request: 500 of the longest (a playlist link with a 64-character user name,
+# ~116 bytes in JSON) still fit the 64 KiB body cap, so a valid request is never a 413.
+MAX_LINKS = 500
+
 _OBJ: dict[str, Any] = {"type": "object"}
 _STR: dict[str, Any] = {"type": "string"}
 _INT: dict[str, Any] = {"type": "integer"}
@@ -236,7 +240,7 @@ def document(version: str) -> dict[str, Any]:
                     "type": "array",
                     "items": _ref("PlayableLink"),
                     "minItems": 1,
-                    "maxItems": 1000,
+                    "maxItems": MAX_LINKS,
                 },
                 position_ms=position,
             ),
@@ -336,7 +340,7 @@ def document(version: str) -> dict[str, Any]:
                                     "type": "array",
                                     "items": _ref("PlayableLink"),
                                     "minItems": 1,
-                                    "maxItems": 1000,
+                                    "maxItems": MAX_LINKS,
                                 },
                                 position={"type": "integer", "minimum": 0, "maximum": 100_000},
                             ),
