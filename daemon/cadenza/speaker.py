@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,8 @@ from cadenza.stream.engine import (
 
 log = logging.getLogger("cadenza.speaker")
 
-# How often the prefetch/position loop looks at the clock.
-TICK = 0.25
+# How often the control plane hears that the position moved (while playing).
+POSITION_TICK = 0.25
 # Loudness normalisation brings every track to this (EBU R128 streaming practice).
 TARGET_LUFS = -14.0
 REPEAT_MODES = ("off", "all", "one")
@@ -140,6 +142,13 @@ class Speaker:
         self._generation = 0
         self._changed = trio.Event()
         self._model = ThroughputModel()
+        # The clock of start latencies and the throughput model: the player's (its events
+        # carry times on it); the simulator's players and speakers use trio's virtual clock.
+        self.clock: Callable[[], float] = time.monotonic
+        # Observers (the simulator's figures): a stream started; a stream's record is final.
+        self.on_prepared: Callable[[Prepared], None] | None = None
+        self.on_streamed: Callable[[dict[str, Any]], None] | None = None
+        self.position_tick: float | None = POSITION_TICK
         # Metadata of tracks seen, so that a cached track plays with no network at all,
         # also after a restart.
         self._metadata_path = metadata_path
@@ -464,6 +473,8 @@ class Speaker:
         }
         self.history.append(entry)
         del self.history[:-HISTORY]
+        if self.on_streamed is not None:
+            self.on_streamed(entry)
         total = sum(st.bytes_by_source.values())
         if total and not st.from_cache:
             log.info(
@@ -497,7 +508,7 @@ class Speaker:
     def _on_bytes(self, source: str, n: int) -> None:
         self.stats.add(source, n)
         if source != "cache":
-            self._model.record(n, time.monotonic())
+            self._model.record(n, self.clock())
 
     async def _prepare(self, index: int, priority: int, start_ms: int = 0) -> Prepared:
         assert self._nursery is not None
@@ -518,7 +529,10 @@ class Speaker:
         buffer = await self._nursery.start(run_stream)
         self._generation += 1
         key = f"{self.queue[index]['id']}#{self._generation}"
-        return Prepared(index, self.queue[index], choice, stream, scope, buffer, key)
+        prepared = Prepared(index, self.queue[index], choice, stream, scope, buffer, key)
+        if self.on_prepared is not None:
+            self.on_prepared(prepared)
+        return prepared
 
     def _stop_all(self) -> None:
         self.player.stop()
@@ -531,13 +545,13 @@ class Speaker:
         self._notify()
 
     async def _start(self, index: int, position_ms: int) -> None:
-        requested = time.monotonic()
+        requested = self.clock()
         self._stop_all()
         self.index = index
         self.status = "loading"
         self.error = ""
         self._notify()
-        self._model.begin(time.monotonic())  # the clock of the throughput model starts now
+        self._model.begin(self.clock())  # the clock of the throughput model starts now
         prepared = await self._prepare(index, Priority.PLAYING, position_ms)
         self.current = prepared
         self._play_requested_at[prepared.key] = requested
@@ -599,17 +613,26 @@ class Speaker:
                 await prepared.stream.done.wait()
 
     async def _tick(self) -> None:
+        """Prefetch the next track ``prefetch_s`` before the end, and tell the control plane
+        every ``position_tick`` s that the position moved. Sleeps while nothing plays (and,
+        with ``position_tick`` None, as in the simulator, until the prefetch is due)."""
         while True:
-            await trio.sleep(TICK)
             cur = self.current
             if cur is None or self.status not in ("playing", "buffering"):
+                await self._changed.wait()
                 continue
+            wait = self.position_tick
             if self.next is None and self._following(cur.index) is not None:
                 duration = int(cur.track.get("duration_ms", 0))
-                remaining = duration - self.player.position_ms()
-                if remaining < self.prefetch_s * 1000:
+                due = (duration - self.player.position_ms()) / 1000 - self.prefetch_s
+                if due <= 0:
                     await self._prefetch(cur)
-            self._notify()  # the position moved
+                    continue
+                wait = due if wait is None else min(wait, due)
+            with trio.move_on_after(wait if wait is not None else math.inf) as timer:
+                await self._changed.wait()
+            if timer.cancelled_caught and self.position_tick is not None:
+                self._notify()  # the position moved
 
     # --- player events (from the player's thread) ------------------------------------------------
 
@@ -626,7 +649,7 @@ class Speaker:
         if name == "TrackStarted":
             requested = self._play_requested_at.pop(key, None)
             if requested is not None:
-                first = getattr(event, "first_sample_written_at", time.monotonic())
+                first = getattr(event, "first_sample_written_at", self.clock())
                 self.stats.start_latencies_ms.append(round((first - requested) * 1000, 1))
             if self.next is not None and self.next.key == key:
                 old = self.current

@@ -40,10 +40,13 @@ log = logging.getLogger("cadenza.net")
 
 # Each phase has its own deadline; a handshake is 1.5 round trips plus two X25519s.
 HANDSHAKE_TIMEOUT: Final = 10.0
-# Ping a link that has been silent this long (NAT mappings commonly live 30 s or more).
-KEEPALIVE_INTERVAL: Final = 20.0
+# Ping a link that has been silent this long. TCP mappings in NATs must live at least
+# 2 h 4 min (RFC 5382), and Spotify's access points ping every 2 minutes; a dead link in use
+# shows sooner anyway (requests time out, the streaming engine drops slow peers). Every ping
+# wakes both ends: a speaker with 20 neighbours pings 10 times a minute at this interval.
+KEEPALIVE_INTERVAL: Final = 120.0
 # Give up on a link that has been silent this long despite pings.
-IDLE_TIMEOUT: Final = 60.0
+IDLE_TIMEOUT: Final = 300.0
 # A request that gets no answer in this time is abandoned (and its channel reset).
 REQUEST_TIMEOUT: Final = 30.0
 # Graceful close waits this long for open channels to finish.
@@ -503,11 +506,13 @@ class PeerConnection:
         while True:
             await trio.sleep_until(self._last_rx + self._keepalive)
             now = trio.current_time()
-            if now - self._last_rx >= self._idle_timeout:
+            # Compared as sums, the way the deadline was computed: ``now - last >= interval``
+            # can be false by a rounding error at the very deadline, and the loop would spin.
+            if now >= self._last_rx + self._idle_timeout:
                 self._lost = ConnectionLost(f"peer silent for {now - self._last_rx:.0f} s")
                 self._shutdown(self._lost)
                 return
-            if now - self._last_rx >= self._keepalive:
+            if now >= self._last_rx + self._keepalive:
                 if self._ping_sent_at is None:
                     self._ping_sent_at = now
                     self._sansio.send_ping(os.urandom(8))

@@ -10,6 +10,7 @@ import trio
 
 from cadenza.protocol import connection as sansio
 
+from . import _transport
 from ._connection import (
     HANDSHAKE_TIMEOUT,
     IDLE_TIMEOUT,
@@ -48,7 +49,7 @@ async def connect(
     """
     try:
         with trio.fail_after(connect_timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await _transport.open_tcp_stream(host, port)
     except trio.TooSlowError:
         raise HandshakeFailed(f"cannot reach {host}:{port}: timed out") from None
     except OSError as exc:

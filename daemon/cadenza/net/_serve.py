@@ -9,6 +9,7 @@ import trio
 
 from cadenza.protocol import connection as sansio
 
+from . import _transport
 from ._connection import (
     HANDSHAKE_TIMEOUT,
     IDLE_TIMEOUT,
@@ -48,7 +49,7 @@ async def serve_connections(
     the handshake or ``verify`` is logged and dropped; it never reaches ``handler`` or
     ``on_connection``.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await _transport.open_tcp_listeners(port, host)
 
     async def serve_one(stream: trio.SocketStream) -> None:
         me = identity() if callable(identity) else identity

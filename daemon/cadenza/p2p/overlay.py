@@ -37,7 +37,7 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cadenza import net
+from cadenza import blocking, net
 from cadenza.cache.store import Cache, CacheError
 from cadenza.net import mdns
 from cadenza.protocol import api
@@ -48,8 +48,9 @@ from cadenza.protocol.certificate import (
     MembershipCertificate,
 )
 from cadenza.protocol.errors import RemoteProtocolError
+from cadenza.protocol.frames import FRAME_HEADER
 from cadenza.protocol.manifest import ManifestVerifier, chunk_count
-from cadenza.protocol.messages import BulkKind, Message
+from cadenza.protocol.messages import BulkKind, Message, encode
 from cadenza.protocol.noise import KeyPair
 from cadenza.protocol.peer import SearchHit, SearchQuery
 from cadenza.session.client import Session
@@ -125,6 +126,10 @@ class Traffic:
     uploaded: int = 0  # chunk payload we served
     upload_requests: int = 0
     refused_busy: int = 0
+    # Search messages (queries and hits, sent and received, relayed included): encoded bytes
+    # plus the frame header each travels in.
+    search_in: int = 0
+    search_out: int = 0
 
 
 @dataclass
@@ -416,7 +421,7 @@ class Overlay:
             await self._serve_chunks(link, ch, msg)
         elif isinstance(msg, api.GetManifest):
             try:
-                data = await trio.to_thread.run_sync(self.cache.manifest, msg.file_id)
+                data = await blocking.run_sync(self.cache.manifest, msg.file_id)
             except CacheError:
                 raise net.RequestError("not-found", f"not holding {msg.file_id}") from None
             await ch.send(api.ManifestReply(data), end=True)
@@ -437,9 +442,9 @@ class Overlay:
         self.traffic.upload_requests += 1
         if self.uploads.max_active == 0:
             raise net.RequestError("busy", "this speaker does not upload")
-        if not await trio.to_thread.run_sync(self.cache.has, req.file_id):
+        if not await blocking.run_sync(self.cache.has, req.file_id):
             raise net.RequestError("not-found", f"not holding {req.file_id}")
-        size = await trio.to_thread.run_sync(self.cache.size, req.file_id)
+        size = await blocking.run_sync(self.cache.size, req.file_id)
         total = chunk_count(size)
         if not 0 < req.count <= api.MAX_CHUNKS_PER_REQUEST or not 0 <= req.first < total:
             raise net.RequestError("bad-request", f"chunks {req.first}+{req.count} of {total}")
@@ -463,9 +468,7 @@ class Overlay:
             while index < end:
                 n = min(READ_BATCH, end - index)
                 try:
-                    batch = await trio.to_thread.run_sync(
-                        self.cache.read_chunks, req.file_id, index, n
-                    )
+                    batch = await blocking.run_sync(self.cache.read_chunks, req.file_id, index, n)
                 except CacheError as exc:
                     raise net.RequestError("not-found", str(exc)) from None
                 await self._while_buffer_low()  # per batch: 128 KiB, a fraction of a second
@@ -518,11 +521,12 @@ class Overlay:
 
     async def _holds(self, file_id: str) -> bool:
         try:
-            return await trio.to_thread.run_sync(self.cache.has, file_id)
+            return await blocking.run_sync(self.cache.has, file_id)
         except (CacheError, ValueError):
             return False
 
     async def _on_search(self, link: PeerLink, ch: net.Channel, q: SearchQuery) -> None:
+        self.traffic.search_in += _wire_size(q)
         now = trio.current_time()
         decision = self.router.on_query(
             q.query_id, q.file_id, q.ttl, link.peer_id, now, self._ranked_neighbours(link.peer_id)
@@ -531,7 +535,9 @@ class Overlay:
             return
         login = self.session.login
         if decision.answer_locally and login is not None and await self._holds(q.file_id):
-            await ch.send(SearchHit(q.query_id, q.file_id, login.certificate))
+            hit = SearchHit(q.query_id, q.file_id, login.certificate)
+            self.traffic.search_out += _wire_size(hit)
+            await ch.send(hit)
         if not decision.forward_to:
             return
         forward = SearchQuery(q.query_id, q.file_id, decision.forward_ttl)
@@ -546,13 +552,16 @@ class Overlay:
         with contextlib.suppress(net.NetError):
             async for hit in self._ask(target, q):
                 self.router.record_answer(q.query_id, target.peer_id, trio.current_time())
+                self.traffic.search_out += _wire_size(hit)
                 await back.send(hit)
 
     async def _ask(self, target: PeerLink, q: SearchQuery) -> Any:
         async with target.conn.open_channel() as ch:
+            self.traffic.search_out += _wire_size(q)
             await ch.send(q, end=True)
             async for item in ch:
                 if isinstance(item, SearchHit) and item.query_id == q.query_id:
+                    self.traffic.search_in += _wire_size(item)
                     yield item
 
     # --- finding peers for a file ------------------------------------------------------------
@@ -677,7 +686,7 @@ class Overlay:
         if self.session.login is None or not self.config.enabled:
             return
         try:
-            held = set(await trio.to_thread.run_sync(self.cache.file_ids))
+            held = set(await blocking.run_sync(self.cache.file_ids))
         except CacheError:
             return
         new = sorted(held - self._announced)
@@ -759,6 +768,11 @@ class Overlay:
             "active_uploads": self.uploads.active,
             "banned": len(self._banned),
         }
+
+
+def _wire_size(msg: Message) -> int:
+    """A message's bytes on the wire, Noise's tag aside: encoding and frame header."""
+    return len(encode(msg)) + FRAME_HEADER.size
 
 
 def _batches(items: list[str], size: int) -> Iterable[list[str]]:

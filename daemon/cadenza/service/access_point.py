@@ -23,7 +23,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cadenza import links, net
+from cadenza import blocking, links, net
 from cadenza.protocol import api
 from cadenza.protocol.admission import hello_payload, read_hello
 from cadenza.protocol.certificate import CERT_LIFETIME, CertificateIssuer
@@ -215,13 +215,9 @@ class AccessPoint:
         new_credential: bytes | None = None
         try:
             if req.device_credential:
-                device = await trio.to_thread.run_sync(
-                    self.accounts.check_device, req.device_credential
-                )
+                device = await blocking.run_sync(self.accounts.check_device, req.device_credential)
             elif req.username and req.password:
-                await trio.to_thread.run_sync(
-                    self.accounts.check_password, req.username, req.password
-                )
+                await blocking.run_sync(self.accounts.check_password, req.username, req.password)
                 # A banned speaker must not come back as a new device of the same account.
                 user_ban = await self.db.run(_active_user_ban, req.username, now)
                 if user_ban is not None:
@@ -229,7 +225,7 @@ class AccessPoint:
                         "banned",
                         f"a device of this account is banned until {time.ctime(user_ban)}",
                     )
-                device, new_credential = await trio.to_thread.run_sync(
+                device, new_credential = await blocking.run_sync(
                     self.accounts.add_device, req.username, req.device_name
                 )
             else:
@@ -304,7 +300,7 @@ class AccessPoint:
         return api.CertificateReply(cert, expires, now)
 
     async def _logout(self, session: Session, req: api.Logout) -> Message:
-        await trio.to_thread.run_sync(self.accounts.revoke_device, session.device_id)
+        await blocking.run_sync(self.accounts.revoke_device, session.device_id)
         return api.Ack()
 
     # --- catalog and storage ------------------------------------------------------------------
@@ -314,9 +310,9 @@ class AccessPoint:
         try:
             link = links.parse(req.uri)
             if link.kind == "playlist":
-                record = await trio.to_thread.run_sync(self.playlists.lookup, link)
+                record = await blocking.run_sync(self.playlists.lookup, link)
             else:
-                record = await trio.to_thread.run_sync(self.catalog.lookup, link)
+                record = await blocking.run_sync(self.catalog.lookup, link)
         except links.LinkError as exc:
             return ErrorReply("bad-request", f"{req.uri!r}: {exc}")
         except NotFound as exc:
@@ -331,14 +327,14 @@ class AccessPoint:
             return ErrorReply("bad-request", f"kind {req.kind!r}: expected track, album or artist")
         if not 0 < req.limit <= api.MAX_SEARCH_LIMIT or req.offset < 0:
             return ErrorReply("bad-request", f"limit must be 1..{api.MAX_SEARCH_LIMIT}, offset ≥ 0")
-        items, total = await trio.to_thread.run_sync(
+        items, total = await blocking.run_sync(
             partial(self.catalog.search, req.kind, req.query, limit=req.limit, offset=req.offset)  # type: ignore[arg-type]
         )
         return api.SearchReply(req.kind, total, tuple(item.to_json() for item in items))
 
     async def _get_manifest(self, session: Session, req: api.GetManifest) -> Message:
         try:
-            data = await trio.to_thread.run_sync(self.storage.manifest_bytes, req.file_id)
+            data = await blocking.run_sync(self.storage.manifest_bytes, req.file_id)
         except (FileNotFound, ValueError):
             return ErrorReply("not-found", f"no file {req.file_id!r}")
         return api.ManifestReply(data)
@@ -350,7 +346,7 @@ class AccessPoint:
             )
         try:
             # One stat, not a manifest parse: this runs for every request of every stream.
-            size = await trio.to_thread.run_sync(self.storage.size, req.file_id)
+            size = await blocking.run_sync(self.storage.size, req.file_id)
         except (FileNotFound, ValueError):
             raise net.RequestError("not-found", f"no file {req.file_id!r}") from None
         total = chunk_count(size)
@@ -362,7 +358,7 @@ class AccessPoint:
         index = req.first
         while index < end:
             n = min(READ_BATCH, end - index)
-            batch = await trio.to_thread.run_sync(self.storage.read_chunks, req.file_id, index, n)
+            batch = await blocking.run_sync(self.storage.read_chunks, req.file_id, index, n)
             for chunk in batch:
                 await ch.send_bulk(BulkKind.CHUNK, index, chunk)
                 index += 1

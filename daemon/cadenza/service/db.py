@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import trio
 
+from cadenza import blocking
+
 T = TypeVar("T")
 
 # A writer waits this long for a lock held by another process (e.g. `cadenza user add`
@@ -54,7 +56,7 @@ class Database:
             return fn(self._conn, *args)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        return await trio.to_thread.run_sync(self.call, fn, *args, limiter=self._limiter)
+        return await blocking.run_sync(self.call, fn, *args, limiter=self._limiter)
 
     def close(self) -> None:
         with self._lock:

@@ -76,6 +76,8 @@ SEND_BUFFER = 64 * 1024
 # Bytes in flight or unread: Linux autotunes its receive buffer up to 6 MiB; 4 MiB never limits
 # a home link (80 MB/s at 50 ms one way) but bounds what a reader that stops reading holds.
 RECEIVE_WINDOW = 4 * 1024 * 1024
+# Where ``listen(host, 0)`` starts looking for a free port.
+LISTEN_PORT = 40000
 # Readers and writers are woken on a grid of this many seconds: far below the latencies that
 # matter (tens of ms), and events in the same millisecond share one wake-up of the scheduler.
 TICK_S = 0.001
@@ -501,6 +503,7 @@ class SimListener(trio.abc.Listener[SimStream]):
         self.address: Address = (host.name, port)
         self._send, self._receive = trio.open_memory_channel[SimStream](math.inf)
         self._closed = False
+        self.socket = _ListenerSocket(self.address)
 
     async def accept(self) -> SimStream:
         try:
@@ -521,6 +524,32 @@ class SimListener(trio.abc.Listener[SimStream]):
                     break
             self._receive.close()
         await trio.lowlevel.checkpoint()
+
+
+class _ListenerSocket:
+    """``listener.socket.getsockname()``, as on a trio ``SocketListener``."""
+
+    def __init__(self, address: Address) -> None:
+        self._address = address
+
+    def getsockname(self) -> Address:
+        return self._address
+
+
+class SimTransport:
+    """One host's view of the network, in the shape :mod:`cadenza.net` dials and listens
+    through (``with cadenza.net._transport.use(SimTransport(net, "s1")):``)."""
+
+    def __init__(self, net: SimNetwork, host: str) -> None:
+        self.net = net
+        self.host = host
+
+    async def open_tcp_stream(self, host: str, port: int) -> SimStream:
+        return await self.net.connect(self.host, host, port)
+
+    async def open_tcp_listeners(self, port: int, host: str | None) -> list[SimListener]:
+        await trio.lowlevel.checkpoint()
+        return [self.net.listen(self.host, port)]
 
 
 class SimNetwork:
@@ -662,6 +691,10 @@ class SimNetwork:
 
     def listen(self, host: str, port: int) -> SimListener:
         h = self.host(host)
+        if port == 0:  # any free port, as the kernel would choose
+            port = LISTEN_PORT
+            while port in h._listeners:
+                port += 1
         if port in h._listeners:
             raise OSError(errno.EADDRINUSE, f"{host}:{port} is in use")
         listener = SimListener(self, h, port)

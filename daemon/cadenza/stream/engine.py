@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import trio
 
-from cadenza import net
+from cadenza import blocking, net
 from cadenza.cache.store import Cache, NotCached
 from cadenza.protocol import api
 from cadenza.protocol.manifest import ChunkError, Manifest, ManifestVerifier
@@ -48,6 +48,10 @@ SLOW_COOLDOWN = 10.0
 BUSY_COOLDOWN = 5.0
 # Look for peers again after this long while fewer than two are usable.
 REDISCOVER_S = 5.0
+# ... doubling while searches find too few, up to this (a search floods two hops).
+REDISCOVER_MAX_S = 60.0
+# A stream with nothing to do looks again at least this often (a pause, a seek).
+MAX_IDLE_WAIT = 5.0
 # How often the window is re-planned when nothing else wakes the loop.
 REPLAN_INTERVAL = 0.25
 # Wait between attempts when a source fails (the session itself reconnects).
@@ -239,14 +243,10 @@ class FileStream:
         self._token = trio.lowlevel.current_trio_token()
         choice = self.choice
         try:
-            if self.cache is not None and await trio.to_thread.run_sync(
-                self.cache.has, choice.file_id
-            ):
+            if self.cache is not None and await blocking.run_sync(self.cache.has, choice.file_id):
                 try:
                     # Verified against its id on the way out: a damaged file is removed, not played.
-                    data: bytes | None = await trio.to_thread.run_sync(
-                        self.cache.open, choice.file_id
-                    )
+                    data: bytes | None = await blocking.run_sync(self.cache.open, choice.file_id)
                 except NotCached as exc:
                     log.warning("cached %s unusable (%s); streaming it", choice.file_id[:12], exc)
                     data = None
@@ -265,7 +265,7 @@ class FileStream:
             task_status.started(buffer)
             await self._fill(buffer, self.manifest)
             if self.cache is not None:
-                ok = await trio.to_thread.run_sync(
+                ok = await blocking.run_sync(
                     self.cache.put, choice.file_id, self.manifest, buffer.getvalue()
                 )
                 if not ok:
@@ -332,7 +332,25 @@ class FileStream:
                 ):
                     self._start_request(nursery, buffer, manifest, request, now)
                     continue
-                with trio.move_on_after(REPLAN_INTERVAL):
+                wait = REPLAN_INTERVAL
+                if not any(r.source != schedule.SERVICE for r in self._requests):
+                    # No peer to watch for slowness: sleep until the next top-up is due (an
+                    # arrival, a found peer or the decoder's blocked read wake us sooner).
+                    due = schedule.next_service_topup(
+                        schedule.Want(
+                            buffer.num_chunks, buffer.has_chunk, buffer.contiguous_chunks
+                        ),
+                        playhead_bytes=playhead_bytes,
+                        window_chunks=window,
+                        first_piece_chunks=first_piece,
+                        in_flight=self._in_flight,
+                        bytes_per_second=bps,
+                    )
+                    wait = MAX_IDLE_WAIT if due is None else min(max(due, wait), MAX_IDLE_WAIT)
+                    rested = [t - now for t in self._excluded_until.values() if t > now]
+                    if rested:  # a rested peer becomes usable again
+                        wait = max(min(wait, *rested), REPLAN_INTERVAL)
+                with trio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = trio.Event()
             nursery.cancel_scope.cancel()
@@ -342,11 +360,14 @@ class FileStream:
     async def _discover(self) -> None:
         """Find peers by every mechanism now, and again while few are usable."""
         assert self.overlay is not None
+        delay = REDISCOVER_S
         while True:
             await self.overlay.find(self.choice.file_id, self._found)
-            await trio.sleep(REDISCOVER_S)
-            while len(self._usable_peers(trio.current_time())) >= 2:  # noqa: ASYNC110 - polled
+            await trio.sleep(delay)
+            delay = min(2 * delay, REDISCOVER_MAX_S)
+            while len(self._usable_peers(trio.current_time())) >= 2:
                 await trio.sleep(REDISCOVER_S)
+                delay = REDISCOVER_S
 
     def _found(self, link: Any, mechanism: str) -> None:
         peer_id: bytes = link.peer_id

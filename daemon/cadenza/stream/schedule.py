@@ -7,7 +7,8 @@ Decisions of the downloader, pure (no I/O; time is passed in):
 * Chunks inside the urgent window (the first piece, then ``window`` chunks ahead of the
   playhead) go to the best peer if it is expected to deliver them before playback needs them
   (:func:`~cadenza.stream.peers.choose`), else to the service. So the service stays about
-  15 s ahead of playback and no further.
+  15 s ahead of playback and no further; after the first piece it is asked in top-ups of
+  :data:`SERVICE_TOPUP` chunks or more (:func:`next_service_topup` says when one is due).
 * Beyond the window, chunks go only to peers, in order, to the end of the file (so the whole
   file can be cached and served on), in runs of :data:`PEER_RUN` chunks, keeping at most
   :data:`PEER_PIPELINE` bytes outstanding per peer.
@@ -36,6 +37,10 @@ PEER_RUN = 8
 PEER_PIPELINE = 2 * PEER_RUN * CHUNK_SIZE
 # The file's last chunks: libvorbisfile reads them when it opens a seekable stream.
 TAIL_CHUNKS = 2
+# After the first piece, the service tops the urgent window up only once this many chunks
+# (about 6.5 s of 160 kbps) are missing at its end: one request per top-up rather than one
+# per chunk as the playhead moves, with the buffer kept between 8.5 and 15 s ahead.
+SERVICE_TOPUP = 8
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ def plan(
         best = choose([p for p in peers if p.outstanding < PEER_PIPELINE], need, now)
         if best is not None:
             return Request(best.peer_id, i, _run(free, i, n, PEER_RUN))
+        if i >= first_piece_chunks and i >= playhead_chunk + window_chunks - SERVICE_TOPUP:
+            break  # a top-up for later: what follows is further ahead still
         return Request(SERVICE, i, _run(free, i, urgent_end, SERVICE_RUN))
 
     # 3. The rest of the file, from peers only, in order.
@@ -114,6 +121,26 @@ def plan(
         if free(i):
             best = rank(ready, now, want.chunk_bytes(i))[0]
             return Request(best.peer_id, i, _run(free, i, n, PEER_RUN))
+    return None
+
+
+def next_service_topup(
+    want: Want,
+    *,
+    playhead_bytes: int,
+    window_chunks: int,
+    first_piece_chunks: int,
+    in_flight: Collection[int],
+    bytes_per_second: float,
+) -> float | None:
+    """Seconds of playback until :func:`plan` would top the urgent window up from the service
+    (for a caller that has nothing to do meanwhile); None if the window will never need it."""
+    n = want.num_chunks
+    for i in range(max(want.contiguous, first_piece_chunks), n):
+        if not want.have(i) and i not in in_flight:
+            # Due once playhead_chunk + window - SERVICE_TOPUP reaches i.
+            due_bytes = (i - window_chunks + SERVICE_TOPUP) * CHUNK_SIZE
+            return max(0.0, (due_bytes - playhead_bytes) / bytes_per_second)
     return None
 
 
