@@ -638,6 +638,9 @@ class Speaker:
 
     def player_event(self, event: Any) -> None:
         """The player's event callback (runs on the player's thread; never blocks it)."""
+        if trio.lowlevel.in_trio_task():  # a player on trio's thread (the simulator's sink)
+            self._on_event(event)
+            return
         token = self._token
         if token is not None:
             with contextlib.suppress(trio.RunFinishedError):

@@ -37,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     ban = sub.add_parser("ban", help="ban a peer (the device behind it) from the overlay")
     service.add_ban_arguments(ban)
     control.add_control_commands(sub)
+    bench = sub.add_parser("bench", help="benchmarks: swarm (the swarm simulator)")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH")
+    from cadenza.sim import cli as swarm_cli
+
+    swarm = bench_sub.add_parser(
+        "swarm",
+        help="thousands of speakers on a simulated network: the paper's table",
+        description=swarm_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    swarm_cli.add_arguments(swarm)
     return parser
 
 
@@ -67,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         from cadenza.cli.service import ban_main
 
         return ban_main(args)
+    if args.command == "bench" and args.bench == "swarm":
+        from cadenza.sim import cli as swarm_cli
+
+        return swarm_cli.run(args)
     from cadenza.cli.control import COMMANDS, control_main
 
     if args.command in COMMANDS:

@@ -78,14 +78,14 @@ class SearchRouter:
         seen_capacity: int = DEFAULT_SEEN_CAPACITY,
         *,
         seen_ttl: float = SEEN_TTL_S,
-        rng: Callable[[int], bytes] = os.urandom,
+        rng: Callable[[int], bytes] | None = None,
     ) -> None:
         if max_fanout < 0 or seen_capacity < 1 or seen_ttl <= 0:
             raise ValueError("need max_fanout >= 0, seen_capacity >= 1, seen_ttl > 0")
         self.max_fanout = max_fanout
         self.seen_capacity = seen_capacity
         self.seen_ttl = seen_ttl
-        self._rng = rng
+        self._rng = rng if rng is not None else os.urandom  # looked up now, not at import
         # Insertion order is expiry order (entries are never refreshed), oldest first.
         self._seen: OrderedDict[bytes, _Seen] = OrderedDict()
 

@@ -171,9 +171,19 @@ class SimCache:
         raw = manifest.to_bytes() if isinstance(manifest, Manifest) else manifest
         if f is None or raw != f.manifest or len(data) != f.size or data != f.data():
             raise RefusedFile(f"file {file_id}: data or manifest does not match its id")
+        return self._admit(f)
+
+    def warm(self, file_id: str) -> bool:
+        """Put a file in without streaming it (a cache that was in use before the run)."""
+        f = self.library.get(file_id)
+        if f is None:
+            raise CacheError(f"no file {file_id}")
+        return self._admit(f)
+
+    def _admit(self, f: SimFile) -> bool:
         needed = f.size + len(f.manifest)
-        if file_id in self._policy:
-            self._policy.touch(file_id, next(self._clock))
+        if f.file_id in self._policy:
+            self._policy.touch(f.file_id, next(self._clock))
             return True
         victims = self._policy.victims(needed)
         if victims is None:
@@ -181,15 +191,8 @@ class SimCache:
         for v in victims:
             self._policy.remove(v)
             self.evictions += 1
-        self._policy.add(file_id, needed, next(self._clock))
+        self._policy.add(f.file_id, needed, next(self._clock))
         return True
-
-    def warm(self, file_id: str) -> bool:
-        """Put a file in without streaming it (a warm start)."""
-        f = self.library.get(file_id)
-        if f is None:
-            raise CacheError(f"no file {file_id}")
-        return self.put(file_id, f.manifest, f.data())
 
     def remove(self, file_id: str) -> bool:
         if file_id not in self._policy:

@@ -79,7 +79,7 @@ class SwarmConfig:
     tracks: int = 10_000
     peers: bool = True
     cache_mb: float = 2000.0
-    warm: bool = False  # caches start with what each speaker played the day before
+    warm_days: float = 7.0  # caches start with what each speaker played in as many days before
     mean_gap_h: float = 6.0  # idle time between a speaker's sessions
     diurnal_amplitude: float = 0.6
     standby_off_share: float = 0.25  # speakers switched off between sessions
@@ -105,10 +105,24 @@ class SwarmConfig:
         )
 
 
+# The simulated day's wall clock starts here (2027-01-15 08:00 UTC): ``time.time()`` is this
+# plus trio's virtual clock, so certificates, bans and renewals follow simulated time.
+EPOCH = 1_800_000_000.0
+
+
 def seed_everything(seed: int) -> None:
-    """Make this process's randomness a function of ``seed``: ``os.urandom`` and the
-    ``secrets`` module (ids, peer ids, pings), trio's scheduler. Only for the simulator."""
+    """Make this process's randomness and wall clock functions of ``seed`` and the virtual
+    clock: ``os.urandom`` and the ``secrets`` module (ids, peer ids, pings), ``time.time``,
+    trio's scheduler. Only for the simulator."""
     rng = random.Random(f"entropy/{seed}")
+
+    def virtual_time() -> float:
+        try:
+            return EPOCH + trio.current_time()
+        except RuntimeError:  # outside the run: building the swarm
+            return EPOCH
+
+    time.time = virtual_time  # type: ignore[assignment]
 
     def urandom(n: int) -> bytes:
         return rng.randbytes(n)
@@ -117,6 +131,9 @@ def seed_everything(seed: int) -> None:
     random._urandom = urandom  # type: ignore[attr-defined]  # secrets, SystemRandom
     import trio._core._run as run
 
+    # Tasks woken together run in an order drawn from this generator; sorted first by their
+    # creation (trio's own deterministic mode, as under Hypothesis), not by memory address.
+    run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
     run._r.seed(seed)
 
 
@@ -438,23 +455,27 @@ class Swarm:
             # A registered device: its credential on its disk, as after its first login.
             _, credential = self.accounts.add_device("swarm", listener.name)
             (listener.state_dir / "device.credential").write_bytes(credential)
-            if c.warm:
-                self._warm(listener)
             self.net.set_online(listener.name, False)
             self.listeners.append(listener)
+        self._warm()
 
-    def _warm(self, listener: Listener) -> None:
-        """Fill a cache with the tracks of another day of this speaker's listening."""
-        cfg = self.workload.config
-        yesterday = wl.generate(
-            wl.WorkloadConfig(**{**asdict(cfg), "speakers": 1}),
-            hash((self.config.seed, listener.index)) & 0xFFFFFFFF,
-        )
-        for play in yesterday.plays[0]:
-            listener.cache.warm(self.file_ids[play.track])
-        listener.cache.evictions = 0
+    def _warm(self) -> None:
+        """Fill the caches with what each speaker played in the days before (oldest first, so
+        that the LRU order is right; the cache's capacity keeps the most recent)."""
+        if self.config.warm_days <= 0:
+            return
+        for listener, plays in zip(
+            self.listeners, wl.past_plays(self.workload, self.config.warm_days), strict=True
+        ):
+            for play in plays:
+                listener.cache.warm(self.file_ids[play.track])
+            listener.cache.evictions = 0
 
     async def run(self, progress: Callable[[float, Swarm], None] | None = None) -> None:
+        with _transport.use(_Nowhere()):  # a task that is on no host must not reach the internet
+            await self._run(progress)
+
+    async def _run(self, progress: Callable[[float, Swarm], None] | None) -> None:
         c = self.config
         end = c.hours * 3600
         async with trio.open_nursery() as nursery:
@@ -462,7 +483,9 @@ class Swarm:
             with _transport.use(SimTransport(self.net, SERVICE_HOST)):
                 await nursery.start(self.ap.serve, SERVICE_HOST, AP_PORT)
             for listener in self.listeners:
-                nursery.start_soon(listener.listen, nursery)
+                # The person's commands run the speaker's streams and dials: on its host.
+                with _transport.use(SimTransport(self.net, listener.name)):
+                    nursery.start_soon(listener.listen, nursery)
             nursery.start_soon(self._sample, progress)
             await trio.sleep_until(end)
             for listener in self.listeners:
@@ -482,7 +505,10 @@ class Swarm:
 
     def _series_point(self) -> None:
         fig = self.figures
-        point: dict[str, float] = {"t_s": round(trio.current_time(), 3)}
+        now = round(trio.current_time(), 3)
+        if fig.series and fig.series[-1]["t_s"] == now:
+            return  # the sampler and the end of the run at the same instant
+        point: dict[str, float] = {"t_s": now}
         for src in ("cache", "peer", "service"):
             point[src] = fig.bytes_by_source.get(src, 0)
         point["playing"] = sum(
@@ -490,6 +516,16 @@ class Swarm:
         )
         point["online"] = sum(1 for li in self.listeners if li.speaker is not None)
         fig.series.append(point)
+
+
+class _Nowhere:
+    """The transport of tasks not started on a simulated host: connecting is a bug."""
+
+    async def open_tcp_stream(self, host: str, port: int) -> Any:
+        raise RuntimeError(f"simulator: a task on no host dialled {host}:{port}")
+
+    async def open_tcp_listeners(self, port: int, host: str | None) -> Any:
+        raise RuntimeError(f"simulator: a task on no host listened on port {port}")
 
 
 def _choose(rng: random.Random, choices: tuple[tuple[float, float], ...]) -> float:

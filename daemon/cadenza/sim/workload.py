@@ -33,6 +33,7 @@ own generator, so speaker ``i``'s plays do not depend on how many speakers there
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 import itertools
 import math
@@ -438,6 +439,22 @@ def generate(config: WorkloadConfig, seed: int) -> Workload:
     )
 
 
+def past_plays(workload: Workload, days: float) -> tuple[tuple[Play, ...], ...]:
+    """Each speaker's plays over ``days`` before the workload (same catalogue and popularity,
+    other draws): what a speaker that has been in use for a while holds in its cache."""
+    config = dataclasses.replace(workload.config, duration_s=days * DAY_S)
+    sampler = ZipfSampler(len(workload.catalogue.tracks), workload.exponent)
+    return tuple(
+        _speaker(
+            config,
+            workload.catalogue,
+            sampler,
+            random.Random(f"{workload.seed}:past:{i}"),
+        )[0]
+        for i in range(config.speakers)
+    )
+
+
 __all__ = [
     "Catalogue",
     "Play",
@@ -448,6 +465,7 @@ __all__ = [
     "WorkloadStats",
     "ZipfSampler",
     "generate",
+    "past_plays",
     "session_length",
     "tune_exponent",
     "zipf_share",

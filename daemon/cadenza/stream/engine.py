@@ -289,6 +289,9 @@ class FileStream:
     def _wanted_from_thread(self, index: int) -> None:
         # Called on the decoder's thread, inside the buffer's lock, when a read blocks: only
         # schedule the wake-up (never wait for trio here, or a chunk write would deadlock).
+        if trio.lowlevel.in_trio_task():  # a reader on trio's thread (the simulator's sink)
+            self._wake.set()
+            return
         token = self._token
         if token is not None:
             with contextlib.suppress(trio.RunFinishedError):
