@@ -88,6 +88,7 @@ class Prepared:
 class Stats:
     bytes_by_source: dict[str, int] = field(default_factory=dict)
     start_latencies_ms: list[float] = field(default_factory=list)
+    start_keys: list[str] = field(default_factory=list)  # the track key of each latency
     bad_chunks: int = 0
 
     def add(self, source: str, n: int) -> None:
@@ -654,6 +655,7 @@ class Speaker:
             if requested is not None:
                 first = getattr(event, "first_sample_written_at", self.clock())
                 self.stats.start_latencies_ms.append(round((first - requested) * 1000, 1))
+                self.stats.start_keys.append(key)
             if self.next is not None and self.next.key == key:
                 old = self.current
                 self.current, self.next = self.next, None

@@ -93,6 +93,7 @@ class SwarmConfig:
     hard_max_neighbours: int = 30
     max_uploads: int = 4
     sample_s: float = 900.0  # the time series' step
+    boot_spread_s: float = 300.0  # always-on speakers start within this at the beginning
     net_unit_kib: int = 64  # the simulated network's delivery unit (one Noise message)
 
     def workload_config(self) -> wl.WorkloadConfig:
@@ -145,6 +146,7 @@ class Figures:
     """Everything counted during a run (summed over speakers and their restarts)."""
 
     latencies_ms: list[float] = field(default_factory=list)  # plays started by a request
+    latencies_streamed_ms: list[float] = field(default_factory=list)  # ... not from the cache
     plays: int = 0  # plays that began
     stuttered: int = 0  # plays with at least one underrun
     stalled_s: float = 0.0
@@ -179,6 +181,8 @@ class Listener:
         self.scope: trio.CancelScope | None = None
         self.streams: dict[str, Prepared] = {}
         self.from_cache: dict[str, bool] = {}
+        self.cached_at_start: dict[str, bool] = {}
+        self.lab = False  # bench/p2p.py's listener: every play a `play` of that one track
 
     # --- the speaker's life ---
 
@@ -263,8 +267,12 @@ class Listener:
         for rec in player.finished:
             self._count_play(rec)
         player.finished.clear()
-        fig.latencies_ms.extend(sp.stats.start_latencies_ms)
+        for key, ms in zip(sp.stats.start_keys, sp.stats.start_latencies_ms, strict=True):
+            fig.latencies_ms.append(ms)
+            if not self.cached_at_start.pop(key, False):
+                fig.latencies_streamed_ms.append(ms)
         sp.stats.start_latencies_ms.clear()
+        sp.stats.start_keys.clear()
         traffic = sp._traffic()
         fig.wire_in += traffic["wire_in"] - getattr(sp, "_sim_wire_in", 0)
         fig.wire_out += traffic["wire_out"] - getattr(sp, "_sim_wire_out", 0)
@@ -291,7 +299,7 @@ class Listener:
 
     def _on_prepared(self, p: Prepared) -> None:
         self.streams[p.key] = p
-        self.from_cache[p.key] = p.stream.stats.from_cache
+        self.from_cache[p.key] = self.cached_at_start[p.key] = p.stream.stats.from_cache
 
     def _on_streamed(self, entry: dict[str, Any]) -> None:
         fig = self.swarm.figures
@@ -320,7 +328,7 @@ class Listener:
         plays = sw.workload.plays[self.index]
         sessions = sw.workload.sessions[self.index]
         if not self.off_in_standby:
-            await trio.sleep(sw.boot_rng.uniform(0, 300))  # not all plugged in at once
+            await trio.sleep(sw.boot_rng.uniform(0, sw.config.boot_spread_s))  # not all at once
             await self.power_on(nursery)
         for s in sessions:
             await _sleep_until(s.start - (15 if self.off_in_standby else 0))
@@ -328,7 +336,10 @@ class Listener:
                 await self.power_on(nursery)
                 await _sleep_until(s.start)
             for k in range(s.first, s.first + s.count):
-                await self._play(plays, k, k == s.first)
+                if self.lab:
+                    await self._play_lab(plays[k])
+                else:
+                    await self._play(plays, k, k == s.first)
             if self.speaker is not None:
                 self.speaker.pause()
                 if self.off_in_standby:
@@ -371,6 +382,25 @@ class Listener:
                 continue
             await trio.sleep(max(left, 0.05))
 
+    async def _play_lab(self, play: wl.Play) -> None:
+        """As bench/p2p.py: play the track alone, wait (60 s at most) for it to start, then
+        let it play ``listen`` seconds or until it stops."""
+        sp = self.speaker
+        assert sp is not None
+        try:
+            await sp.play([self.swarm.uris[play.track]])
+        except Exception as exc:
+            log.info("%s: play failed: %s", self.name, exc)
+            return
+        with trio.move_on_after(60):
+            while sp.status != "playing":  # noqa: ASYNC110 - polled, as bench/p2p.py does
+                await trio.sleep(0.05)
+        end = trio.current_time() + play.listen
+        while trio.current_time() < end:
+            await trio.sleep(min(1.0, end - trio.current_time()))
+            if sp.status == "stopped":
+                break
+
     def _context(self, track: int) -> list[str]:
         sw = self.swarm
         nxt = sw.catalogue.next_track(track)
@@ -385,10 +415,10 @@ async def _sleep_until(t: float) -> None:
 
 
 class Swarm:
-    def __init__(self, config: SwarmConfig, tmp: Path) -> None:
+    def __init__(self, config: SwarmConfig, tmp: Path, workload: wl.Workload | None = None) -> None:
         self.config = config
         self.tmp = tmp
-        self.workload = wl.generate(config.workload_config(), config.seed)
+        self.workload = workload or wl.generate(config.workload_config(), config.seed)
         self.catalogue = self.workload.catalogue
         self.rng = random.Random(f"swarm/{config.seed}")
         self.boot_rng = random.Random(f"boot/{config.seed}")
@@ -590,6 +620,14 @@ def summarise(swarm: Swarm) -> dict[str, Any]:
             "requests": len(fig.latencies_ms),
             "gapless": max(0, fig.plays - len(fig.latencies_ms)),
             "cdf": _cdf(fig.latencies_ms),
+        },
+        "latency_streamed_ms": {
+            "p50": _pct(fig.latencies_streamed_ms, 50),
+            "p75": _pct(fig.latencies_streamed_ms, 75),
+            "p90": _pct(fig.latencies_streamed_ms, 90),
+            "p99": _pct(fig.latencies_streamed_ms, 99),
+            "requests": len(fig.latencies_streamed_ms),
+            "cdf": _cdf(fig.latencies_streamed_ms),
         },
         "plays": fig.plays,
         "stutter_share": round(fig.stuttered / fig.plays, 5) if fig.plays else None,
