@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cadenza.stream.buffer import CHUNK_SIZE
 from cadenza.stream.peers import PeerStats
 from cadenza.stream.schedule import (
@@ -105,3 +107,26 @@ def test_a_stalled_peer_with_data_needed_soon_is_slow_and_a_fast_one_is_not() ->
     assert slow_peers([stalled, ok, far], playhead_bytes=0, bytes_per_second=BPS, now=100.0) == [
         b"x"
     ]
+
+
+def test_after_the_first_piece_the_service_tops_up_in_runs_not_chunk_by_chunk() -> None:
+    from cadenza.stream.schedule import SERVICE_TOPUP, next_service_topup
+
+    have = {N - 2, N - 1} | set(range(25))  # first piece (20) and 5 more
+    # Playhead at 6: the window reaches 26; chunk 25 is missing, but a top-up waits for more
+    # than SERVICE_TOPUP missing chunks.
+    assert decide(want(have), playhead=6) is None
+    due = next_service_topup(
+        want(have),
+        playhead_bytes=6 * CHUNK_SIZE,
+        window_chunks=20,
+        first_piece_chunks=20,
+        in_flight=set(),
+        bytes_per_second=BPS,
+    )
+    # Due when playhead + window - SERVICE_TOPUP passes chunk 25: playhead 14.
+    assert due == pytest.approx((25 - 20 + SERVICE_TOPUP + 1 - 6) * CHUNK_SIZE / BPS)
+    assert decide(want(have), playhead=13) is None
+    assert decide(want(have), playhead=14) == Request(SERVICE, 25, SERVICE_TOPUP + 1)
+    # The decoder's blocked read is never deferred.
+    assert decide(want(have, wanted=30), playhead=6) == Request(SERVICE, 30, 20)

@@ -96,7 +96,7 @@ _ROWS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...], Callable[[Any], 
         for key in ("tracker and search", "tracker only", "search only", "none")
     ),
     ("plays", None, ("plays",), _num),
-    ("plays started by a request", None, ("latency_ms", "requests"), _num),
+    ("requested plays (latency counted)", None, ("latency_ms", "requests"), _num),
     ("streamed tracks", None, ("streams",), _num),
     ("speakers", None, ("config", "speakers"), _num),
     ("simulated hours", None, ("config", "hours"), _num),

@@ -37,9 +37,9 @@ PEER_RUN = 8
 PEER_PIPELINE = 2 * PEER_RUN * CHUNK_SIZE
 # The file's last chunks: libvorbisfile reads them when it opens a seekable stream.
 TAIL_CHUNKS = 2
-# After the first piece, the service tops the urgent window up only once this many chunks
-# (about 6.5 s of 160 kbps) are missing at its end: one request per top-up rather than one
-# per chunk as the playhead moves, with the buffer kept between 8.5 and 15 s ahead.
+# After the first piece, the service tops the urgent window up only once more than this many
+# chunks (about 6.5 s of 160 kbps) are missing at its end: one request per top-up rather than
+# one per chunk as the playhead moves, with the buffer kept between 8 and 15 s ahead.
 SERVICE_TOPUP = 8
 
 
@@ -138,8 +138,8 @@ def next_service_topup(
     n = want.num_chunks
     for i in range(max(want.contiguous, first_piece_chunks), n):
         if not want.have(i) and i not in in_flight:
-            # Due once playhead_chunk + window - SERVICE_TOPUP reaches i.
-            due_bytes = (i - window_chunks + SERVICE_TOPUP) * CHUNK_SIZE
+            # Due once playhead_chunk + window - SERVICE_TOPUP passes i.
+            due_bytes = (i - window_chunks + SERVICE_TOPUP + 1) * CHUNK_SIZE
             return max(0.0, (due_bytes - playhead_bytes) / bytes_per_second)
     return None
 

@@ -1,0 +1,76 @@
+"""The swarm simulator end to end: real speakers and service on the simulated network.
+
+Runs ``cadenza bench swarm`` as the user would (two worker processes), small: 12 speakers, an
+hour, a 300-track catalogue, busy listeners. Checks that the same seed gives the same
+results.json byte for byte, another seed another one, and that the figures hang together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ARGS = ["--speakers", "12", "--hours", "1", "--tracks", "300", "--warm-days", "1"]
+ARGS += ["--mean-gap-h", "0.5", "--quiet"]
+
+
+def swarm(out: Path, *extra: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "cadenza.cli.main", "bench", "swarm", *ARGS, *extra]
+    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "latency p50" in done.stdout and "targets (peers)" in done.stdout
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("swarm")
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        swarm(base / name, "--seed", seed)
+    return {name: base / name for name in "abc"}
+
+
+def test_the_same_seed_gives_the_same_json_and_another_seed_another(
+    runs: dict[str, Path],
+) -> None:
+    a, b, c = ((runs[n] / "results.json").read_bytes() for n in "abc")
+    assert a == b
+    assert a != c
+    assert (runs["a"] / "swarm.png").read_bytes()[:4] == b"\x89PNG"
+    perf = json.loads((runs["a"] / "perf.json").read_text())
+    assert perf["peers"]["run_s"] > 0 and perf["baseline"]["max_rss_mb"] > 0
+
+
+def test_peers_carry_music_and_the_baseline_only_has_service_and_cache(
+    runs: dict[str, Path],
+) -> None:
+    r = json.loads((runs["a"] / "results.json").read_text())
+    peers, base = r["peers"], r["baseline"]
+    # The same workload in both: the same plays were asked for.
+    assert peers["workload"] == base["workload"]
+    assert peers["plays"] > 20 and base["plays"] > 20
+    assert peers["bytes"].get("peer", 0) > 0
+    assert base["bytes"].get("peer", 0) == 0
+    # With peers the service sends less.
+    assert peers["bytes"]["service"] < base["bytes"]["service"]
+    for s in (peers, base):
+        assert math.isclose(sum(s["shares"].values()), 1.0, abs_tol=1e-3)
+        found = [v for v in s["found_by"].values() if v is not None]
+        assert math.isclose(sum(found), 1.0, abs_tol=1e-3)
+        assert s["latency_ms"]["requests"] > 0 and s["latency_ms"]["p50"] is not None
+        assert 0 <= s["stutter_share"] <= 1
+        series = s["series"]
+        assert series and all(
+            x[src] <= y[src] for x, y in itertools.pairwise(series) for src in ("service", "peer")
+        )
+    assert base["found_by"]["none"] == 1.0
+    assert peers["found_by"]["none"] < 1.0
+    # Search traffic exists only where there are peers to search.
+    assert peers["overhead"]["search"] > 0 and base["overhead"]["search"] == 0
