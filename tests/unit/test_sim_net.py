@@ -7,6 +7,7 @@ jumps to the next deadline whenever all tasks are blocked, so simulated seconds 
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 import time
@@ -23,6 +24,7 @@ from cadenza.sim.net import (
     SimListener,
     SimNetwork,
     SimStream,
+    SimTransport,
     Unreachable,
 )
 
@@ -452,3 +454,54 @@ async def test_running_raises_the_blocks_own_error(autojump_clock: trio.testing.
     with pytest.raises(KeyError):
         async with network().running():
             raise KeyError("mine")
+
+
+@pytest.mark.timeout(60)
+async def test_real_connections_idle_for_an_hour_of_virtual_time_keep_pinging(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two real PeerConnections over the simulated network stay up through long silences.
+
+    The keepalive loop once compared ``now - last_rx >= interval`` at the deadline
+    ``last_rx + interval``; rounding can make that false at the very deadline, and on a
+    virtual clock (which does not move by itself) the loop then spun forever: this test hung.
+    """
+    from cadenza import net as cnet
+    from cadenza.net import _transport
+    from cadenza.protocol.noise import KeyPair
+
+    server_id = cnet.Identity(KeyPair.generate(), b"s")
+    client_id = cnet.Identity(KeyPair.generate(), b"c")
+    simnet = SimNetwork(random.Random(7))
+    simnet.add_host("a", upload=1e6, download=1e6, latency_ms=7.3)
+    simnet.add_host("b", upload=1e6, download=1e6, latency_ms=11.9)
+
+    async def nothing(conn: cnet.PeerConnection, ch: cnet.Channel) -> None:
+        await ch.receive()
+
+    async with simnet.running(), trio.open_nursery() as nursery:
+        with _transport.use(SimTransport(simnet, "b")):
+            listeners = await nursery.start(
+                functools.partial(
+                    cnet.serve_connections,
+                    nothing,
+                    identity=server_id,
+                    host="b",
+                    port=0,
+                    keepalive=20.0,
+                    idle_timeout=60.0,
+                )
+            )
+        port = listeners[0].socket.getsockname()[1]
+        with _transport.use(SimTransport(simnet, "a")):
+            conn = await cnet.connect(
+                nursery, "b", port, identity=client_id, keepalive=20.0, idle_timeout=60.0
+            )
+        start = trio.current_time()
+        await trio.sleep(3600)
+        assert trio.current_time() - start == pytest.approx(3600)
+        assert not conn.closed
+        assert conn.rtt is not None and 0.03 < conn.rtt < 0.06  # 2 x (7.3 + 11.9) ms
+        # About one ping a keepalive interval went each way: bytes flowed all along.
+        assert conn.bytes_received > 3600 / 20 * 20
+        nursery.cancel_scope.cancel()
