@@ -137,7 +137,9 @@ class SinkPlayer:
 
     # --- the clock-paced device ------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[SinkPlayer] = trio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: trio.TaskStatus[SinkPlayer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started(self)
         while True:
             wait = self._step()

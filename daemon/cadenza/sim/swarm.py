@@ -123,12 +123,12 @@ def seed_everything(seed: int) -> None:
         except RuntimeError:  # outside the run: building the swarm
             return EPOCH
 
-    time.time = virtual_time  # type: ignore[assignment]
+    time.time = virtual_time
 
     def urandom(n: int) -> bytes:
         return rng.randbytes(n)
 
-    os.urandom = urandom  # type: ignore[assignment]
+    os.urandom = urandom
     random._urandom = urandom  # type: ignore[attr-defined]  # secrets, SystemRandom
     import trio._core._run as run
 
@@ -178,6 +178,8 @@ class Listener:
         self.off_in_standby = rng.random() < swarm.config.standby_off_share
         self.speaker: Speaker | None = None
         self.player: SinkPlayer | None = None
+        self.overlay: Overlay | None = None
+        self._seen = (0, 0, 0)  # wire in, wire out, search bytes of this speaker counted so far
         self.scope: trio.CancelScope | None = None
         self.streams: dict[str, Prepared] = {}
         self.from_cache: dict[str, bool] = {}
@@ -237,7 +239,7 @@ class Listener:
                 buffer_low=speaker.playback_buffer_low,
             )
             speaker.overlay = overlay
-        self.player = player
+        self.player, self.overlay, self._seen = player, overlay, (0, 0, 0)
         with scope:
             async with trio.open_nursery() as nursery:
                 if overlay is not None:
@@ -274,14 +276,13 @@ class Listener:
         sp.stats.start_latencies_ms.clear()
         sp.stats.start_keys.clear()
         traffic = sp._traffic()
-        fig.wire_in += traffic["wire_in"] - getattr(sp, "_sim_wire_in", 0)
-        fig.wire_out += traffic["wire_out"] - getattr(sp, "_sim_wire_out", 0)
-        sp._sim_wire_in, sp._sim_wire_out = traffic["wire_in"], traffic["wire_out"]  # type: ignore[attr-defined]
-        ov = sp.overlay
-        if ov is not None:
-            search = ov.traffic.search_in + ov.traffic.search_out
-            fig.search_bytes += search - getattr(ov, "_sim_search", 0)
-            ov._sim_search = search  # type: ignore[attr-defined]
+        ov = self.overlay
+        search = ov.traffic.search_in + ov.traffic.search_out if ov is not None else 0
+        seen = (traffic["wire_in"], traffic["wire_out"], search)
+        fig.wire_in += seen[0] - self._seen[0]
+        fig.wire_out += seen[1] - self._seen[1]
+        fig.search_bytes += seen[2] - self._seen[2]
+        self._seen = seen
         fig.evictions += self.cache.evictions
         self.cache.evictions = 0
 
