@@ -16,7 +16,8 @@ PAPER: dict[str, dict[str, float]] = {
     "latency_ms": {"p50": 265, "p75": 515, "p90": 1047},
     "stutter": {"share": 0.010},
     "shares": {"service": 0.088, "peer": 0.358, "cache": 0.554},
-    "overhead": {"music_used": 0.9480, "music_unused": 0.0238, "search": 0.0043, "other": 0.0239},
+    # Traffic received on peer connections (the paper measured at the socket layer).
+    "overhead": {"music_used": 0.9480, "music_unused": 0.0238, "search": 0.0233, "other": 0.0048},
     "found_by": {
         "tracker and search": 0.751,
         "tracker only": 0.090,
@@ -77,15 +78,22 @@ _ROWS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...], Callable[[Any], 
     ("bytes from service (%)", ("shares", "service"), ("shares", "service"), _pct(1)),
     ("bytes from peers (%)", ("shares", "peer"), ("shares", "peer"), _pct(1)),
     ("bytes from cache (%)", ("shares", "cache"), ("shares", "cache"), _pct(1)),
-    ("overhead: music used (%)", ("overhead", "music_used"), ("overhead", "music_used"), _pct(2)),
     (
-        "overhead: music unused (%)",
+        "peer traffic: music used (%)",
+        ("overhead", "music_used"),
+        ("overhead", "music_used"),
+        _pct(2),
+    ),
+    (
+        "peer traffic: music unused (%)",
         ("overhead", "music_unused"),
         ("overhead", "music_unused"),
         _pct(2),
     ),
-    ("overhead: search (%)", ("overhead", "search"), ("overhead", "search"), _pct(2)),
-    ("overhead: other (%)", ("overhead", "other"), ("overhead", "other"), _pct(2)),
+    ("peer traffic: search (%)", ("overhead", "search"), ("overhead", "search"), _pct(2)),
+    ("peer traffic: other (%)", ("overhead", "other"), ("overhead", "other"), _pct(2)),
+    ("all traffic: music share (%)", None, ("traffic", "music_share_of_wire"), _pct(2)),
+    ("streamed music that was played (%)", None, ("traffic", "streamed_music_played"), _pct(1)),
     *(
         (
             f"peer finding: {key} (% of streamed tracks)",
@@ -120,11 +128,17 @@ def _cells(results: Results) -> tuple[list[str], list[list[str]]]:
 
 
 def targets(summary: Summary) -> dict[str, dict[str, Any]]:
-    """The run against the paper's service share, stutter and median latency (below each)."""
+    """The run against the paper's service share, stutter and median latency (below each).
+
+    The latency judged is that of streamed plays when the summary has it: a cached track
+    starts in no simulated time at all, so the median over every play says little."""
+    latency = _get(summary, "latency_streamed_ms", "p50")
+    if latency is None:
+        latency = _get(summary, "latency_ms", "p50")
     checks = {
         "service_share": (_get(summary, "shares", "service"), PAPER["shares"]["service"]),
         "stutter_share": (_get(summary, "stutter_share"), PAPER["stutter"]["share"]),
-        "latency_p50_ms": (_get(summary, "latency_ms", "p50"), PAPER["latency_ms"]["p50"]),
+        "latency_p50_ms": (latency, PAPER["latency_ms"]["p50"]),
     }
     return {
         name: {"value": value, "target": target, "met": value is not None and value < target}
@@ -141,7 +155,7 @@ def _targets_line(results: Results) -> str:
         ("service share", pct1(t["service_share"]["value"]) + "%", "8.8%", t["service_share"]),
         ("stutter", pct1(t["stutter_share"]["value"]) + "%", "1%", t["stutter_share"]),
         (
-            "median latency",
+            "median latency (streamed plays)",
             _ms(t["latency_p50_ms"]["value"]) + " ms",
             "265 ms",
             t["latency_p50_ms"],

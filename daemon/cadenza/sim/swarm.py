@@ -154,6 +154,7 @@ class Figures:
     played_network_bytes: int = 0  # of the bytes streamed (not cached), those played
     duplicate_bytes: int = 0
     wire_in: int = 0  # every byte received by speakers (service and peers)
+    overlay_wire_in: int = 0  # ... on peer connections only
     wire_out: int = 0
     search_bytes: int = 0
     found_by: dict[str, int] = field(default_factory=dict)  # per streamed track
@@ -179,7 +180,8 @@ class Listener:
         self.speaker: Speaker | None = None
         self.player: SinkPlayer | None = None
         self.overlay: Overlay | None = None
-        self._seen = (0, 0, 0)  # wire in, wire out, search bytes of this speaker counted so far
+        # Wire in, wire out, search bytes, wire in from peers, of this speaker, counted so far.
+        self._seen = (0, 0, 0, 0)
         self.scope: trio.CancelScope | None = None
         self.streams: dict[str, Prepared] = {}
         self.from_cache: dict[str, bool] = {}
@@ -239,7 +241,7 @@ class Listener:
                 buffer_low=speaker.playback_buffer_low,
             )
             speaker.overlay = overlay
-        self.player, self.overlay, self._seen = player, overlay, (0, 0, 0)
+        self.player, self.overlay, self._seen = player, overlay, (0, 0, 0, 0)
         with scope:
             async with trio.open_nursery() as nursery:
                 if overlay is not None:
@@ -278,10 +280,12 @@ class Listener:
         traffic = sp._traffic()
         ov = self.overlay
         search = ov.traffic.search_in + ov.traffic.search_out if ov is not None else 0
-        seen = (traffic["wire_in"], traffic["wire_out"], search)
+        overlay_in = ov.figures()["wire_in"] if ov is not None else 0
+        seen = (traffic["wire_in"], traffic["wire_out"], search, overlay_in)
         fig.wire_in += seen[0] - self._seen[0]
         fig.wire_out += seen[1] - self._seen[1]
         fig.search_bytes += seen[2] - self._seen[2]
+        fig.overlay_wire_in += seen[3] - self._seen[3]
         self._seen = seen
         fig.evictions += self.cache.evictions
         self.cache.evictions = 0
@@ -609,6 +613,9 @@ def summarise(swarm: Swarm) -> dict[str, Any]:
     music_in = fig.bytes_by_source.get("peer", 0) + fig.bytes_by_source.get("service", 0)
     used = min(fig.played_network_bytes, music_in)
     wire = fig.wire_in or 1
+    overlay = fig.overlay_wire_in or 1
+    peer_used = fig.bytes_by_source.get("peer", 0)
+    peer_unused = min(fig.duplicate_bytes, max(0, fig.overlay_wire_in - peer_used))
     stats = swarm.workload.stats()
     return {
         "config": asdict(c),
@@ -638,13 +645,28 @@ def summarise(swarm: Swarm) -> dict[str, Any]:
             src: round(fig.bytes_by_source.get(src, 0) / total, 5)
             for src in ("service", "peer", "cache")
         },
+        # The paper's table: what arrived on peer connections (its "overlay network"): music
+        # kept, music unused (duplicates), search messages, the rest (requests, keep-alives,
+        # handshakes, framing and encryption, chunks of cancelled requests).
         "overhead": {
-            "wire_in": fig.wire_in,
-            "music_used": round(used / wire, 5),
-            "music_unused": round((music_in - used) / wire, 5),
-            "search": round(fig.search_bytes / wire, 5),
-            "other": round(max(0, fig.wire_in - music_in - fig.search_bytes) / wire, 5),
+            "overlay_wire_in": fig.overlay_wire_in,
+            "music_used": round(peer_used / overlay, 5),
+            "music_unused": round(peer_unused / overlay, 5),
+            "search": round(fig.search_bytes / overlay, 5),
+            "other": round(
+                max(0, fig.overlay_wire_in - peer_used - peer_unused - fig.search_bytes) / overlay,
+                5,
+            ),
             "duplicate_bytes": fig.duplicate_bytes,
+        },
+        # Everything speakers received (service too), and how much of the music they
+        # streamed (not from the cache) was played: the rest was cached unplayed (skips,
+        # prefetches of tracks that did not come).
+        "traffic": {
+            "wire_in": fig.wire_in,
+            "music_in": music_in,
+            "music_share_of_wire": round(music_in / wire, 5),
+            "streamed_music_played": round(used / music_in, 5) if music_in else None,
         },
         "found_by": {
             k: round(fig.found_by.get(k, 0) / fig.streams, 5) if fig.streams else None
