@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import random
 import re
+import resource
 import shutil
 import tempfile
 import time
@@ -158,8 +159,11 @@ def run_lab(
         swarm.net.hosts[SERVICE_HOST].upload = SERVICE_UPLINK * MBIT
         trio.run(swarm.run, progress, clock=trio.testing.MockClock(autojump_threshold=0))
         result = summarise(swarm)
-        result["wall"] = {"build_s": 0.0, "run_s": round(time.perf_counter() - started, 1)}
-        result["wall"]["max_rss_mb"] = 0.0
+        result["wall"] = {
+            "build_s": 0.0,
+            "run_s": round(time.perf_counter() - started, 1),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
         swarm.db.close()
         return result
     finally:
