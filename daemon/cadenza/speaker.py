@@ -223,6 +223,7 @@ class Speaker:
         if self.status == "paused":
             self.player.resume()
             self.status = "playing"
+            self._poke_streams()
             self._notify()
 
     async def seek(self, position_ms: int) -> None:
@@ -230,7 +231,14 @@ class Speaker:
             raise LookupError("nothing is playing")
         duration = int(self.current.track.get("duration_ms", 0))
         self.player.seek(max(0, min(position_ms, duration)))
+        self._poke_streams()
         self._notify()
+
+    def _poke_streams(self) -> None:
+        """The playhead moves (again): the streams plan from its new place at once."""
+        for p in (self.current, self.next):
+            if p is not None:
+                p.stream.poke()
 
     def set_volume(self, volume: int) -> None:
         self.volume = max(0, min(volume, self.max_volume))

@@ -183,7 +183,6 @@ class Listener:
         # Wire in, wire out, search bytes, wire in from peers, of this speaker, counted so far.
         self._seen = (0, 0, 0, 0)
         self.scope: trio.CancelScope | None = None
-        self.streams: dict[str, Prepared] = {}
         self.from_cache: dict[str, bool] = {}
         self.cached_at_start: dict[str, bool] = {}
         self.lab = False  # bench/p2p.py's listener: every play a `play` of that one track
@@ -300,10 +299,8 @@ class Listener:
         fig.stalled_s += rec.stalled_s
         if not self.from_cache.pop(rec.key, True):
             fig.played_network_bytes += rec.end_byte
-        self.streams.pop(rec.key, None)
 
     def _on_prepared(self, p: Prepared) -> None:
-        self.streams[p.key] = p
         self.from_cache[p.key] = self.cached_at_start[p.key] = p.stream.stats.from_cache
 
     def _on_streamed(self, entry: dict[str, Any]) -> None:

@@ -233,6 +233,10 @@ class FileStream:
         self.start_ms = None
         self._wake.set()
 
+    def poke(self) -> None:
+        """The playhead moves again (resume, seek): plan again now."""
+        self._wake.set()
+
     def set_priority(self, priority: int) -> None:
         self.priority = priority
         self._wake.set()
@@ -304,6 +308,7 @@ class FileStream:
         async with trio.open_nursery() as nursery:
             if self.overlay is not None:
                 nursery.start_soon(self._discover)
+            idle_position: float | None = None
             while not buffer.complete:
                 now = trio.current_time()
                 position = self._position_ms() if self.start_ms is None else self.start_ms
@@ -350,9 +355,17 @@ class FileStream:
                         bytes_per_second=bps,
                     )
                     wait = MAX_IDLE_WAIT if due is None else min(max(due, wait), MAX_IDLE_WAIT)
+                    if position == idle_position:
+                        # The playhead has not moved since we last slept (paused, or not
+                        # started): nothing is due until someone wakes us (resume, seek, the
+                        # decoder's blocked read, an arrival, a peer found).
+                        wait = math.inf
+                    idle_position = position
                     rested = [t - now for t in self._excluded_until.values() if t > now]
                     if rested:  # a rested peer becomes usable again
                         wait = max(min(wait, *rested), REPLAN_INTERVAL)
+                else:
+                    idle_position = None
                 with trio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = trio.Event()
