@@ -291,8 +291,9 @@ class Listener:
 
     def _count_play(self, rec: Any) -> None:
         fig = self.swarm.figures
-        if rec.started_at is None:
-            return
+        bps = self.swarm.workload.config.bitrate_bps / 8
+        if rec.started_at is None or rec.end_byte < wl.MIN_LISTEN_S * bps:
+            return  # never heard, or cut at once (the next track, as the session ended)
         fig.plays += 1
         if rec.underruns:
             fig.stuttered += 1
@@ -364,8 +365,7 @@ class Listener:
                 cur = sp.current.track.get("uri") if sp.current is not None else None
                 if cur != uri:
                     await sp.play(self._context(play.track))
-            else:
-                await sp.add_to_queue([sw.uris[sw.catalogue.next_track(play.track)]])
+            await self._queue_following(sp, play.track)
         except Exception as exc:  # the service unreachable, say: the listener tries the next
             log.info("%s: play %s failed: %s", self.name, uri, exc)
             await trio.sleep(play.listen)
@@ -374,7 +374,7 @@ class Listener:
         target_ms = play.listen * 1000
         while True:
             p = sp.current
-            if p is None or p.track.get("uri") != uri:
+            if p is None or p.track.get("uri") != uri or sp.status == "stopped":
                 return  # it ended and the speaker moved on (or stopped)
             left = (target_ms - sp.player.position_ms()) / 1000
             if left <= 0.05:
@@ -402,6 +402,13 @@ class Listener:
             await trio.sleep(min(1.0, end - trio.current_time()))
             if sp.status == "stopped":
                 break
+
+    async def _queue_following(self, sp: Speaker, track: int) -> None:
+        """Keep the track that follows this one queued after it (an album or playlist goes
+        on), so the speaker prefetches it and a full listen continues into it."""
+        nxt = self.swarm.uris[self.swarm.catalogue.next_track(track)]
+        if sp.index + 1 >= len(sp.queue) or sp.queue[sp.index + 1].get("uri") != nxt:
+            await sp.add_to_queue([nxt], sp.index + 1)
 
     def _context(self, track: int) -> list[str]:
         sw = self.swarm
