@@ -632,16 +632,21 @@ class Overlay:
                     nursery.start_soon(self._search_one, target, q, found)
 
     async def _search_one(self, target: PeerLink, q: SearchQuery, found: Found) -> None:
-        with trio.move_on_after(SEARCH_TIMEOUT), contextlib.suppress(net.NetError):
-            async with aclosing(self._ask(target, q)) as hits, trio.open_nursery() as nursery:
-                async for hit in hits:
-                    cert = self._check_hit(target, hit)
-                    if cert is not None:
-                        # The neighbour that answered (or relayed) was useful for searching.
-                        self.neighbours.record_search_hit(
-                            target.peer_id, SEARCH_HIT_CREDIT, trio.current_time()
-                        )
-                        nursery.start_soon(self._connect_hit, cert, found)
+        # The neighbour's link may break mid-search: raised inside the nursery, that comes
+        # as an ExceptionGroup, which contextlib.suppress does not look into on Python 3.11.
+        with trio.move_on_after(SEARCH_TIMEOUT):
+            try:
+                async with aclosing(self._ask(target, q)) as hits, trio.open_nursery() as nursery:
+                    async for hit in hits:
+                        cert = self._check_hit(target, hit)
+                        if cert is not None:
+                            # The neighbour that answered (or relayed) was useful for searching.
+                            self.neighbours.record_search_hit(
+                                target.peer_id, SEARCH_HIT_CREDIT, trio.current_time()
+                            )
+                            nursery.start_soon(self._connect_hit, cert, found)
+            except* net.NetError as group:
+                log.debug("search via %s: %s", target.name, group.exceptions[0])
 
     def _check_hit(self, via: PeerLink, hit: SearchHit) -> MembershipCertificate | None:
         """The holder's certificate if it is valid and names an endpoint we may dial."""
