@@ -27,7 +27,6 @@ beyond the music).
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import random
 import shutil
@@ -43,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from cadenza.sim.lab import bench_plan  # noqa: E402  (its FOLLOW_ON, SKIP, rates)
 from netns import Lan, unavailable_reason  # noqa: E402
 from p2plab import P2PLab, Speaker  # noqa: E402
 
@@ -50,8 +50,6 @@ DRASCULA = Path("/usr/share/scummvm/drascula/audio")
 UPLINKS = ["1mbit", "2mbit", "4mbit", "8mbit"]
 DOWNLINKS = ["8mbit", "16mbit", "30mbit", "50mbit"]
 SERVICE_UPLINK = "20mbit"
-FOLLOW_ON = 0.61  # share of plays that follow a sequence (paper)
-SKIP = 0.20  # share of plays skipped part-way
 
 
 @dataclass
@@ -99,29 +97,9 @@ def pick_music(n: int, folder: Path) -> Path:
 def workload(
     names: list[str], durations: dict[str, float], speakers: int, plays: int, seed: int
 ) -> dict[int, list[Play]]:
-    rng = random.Random(seed)
-    # Zipf (s = 1) over a popularity order that is not the album order.
-    popularity = names[:]
-    rng.shuffle(popularity)
-    weights = [1 / (rank + 1) for rank in range(len(popularity))]
-    cumulative = [sum(weights[: i + 1]) for i in range(len(weights))]
-
-    def zipf() -> str:
-        return popularity[bisect.bisect(cumulative, rng.random() * cumulative[-1])]
-
-    plan: dict[int, list[Play]] = {}
-    for s in range(1, speakers + 1):
-        session: list[Play] = []
-        current = zipf()
-        for n in range(plays):
-            if n > 0:
-                nxt = names.index(current) + 1
-                current = names[nxt] if rng.random() < FOLLOW_ON and nxt < len(names) else zipf()
-            length = durations[current]
-            seconds = length * rng.uniform(0.2, 0.8) if rng.random() < SKIP else length + 1.0
-            session.append(Play(current, seconds))
-        plan[s] = session
-    return plan
+    # The draw lives beside its simulated twin (cadenza.sim.lab), so both use the same plan.
+    plan = bench_plan(names, durations, speakers, plays, seed)
+    return {s: [Play(track, seconds) for track, seconds in session] for s, session in plan.items()}
 
 
 def run_session(speaker: Speaker, lab: P2PLab, plays: list[Play], out: list[PlayResult]) -> None:
