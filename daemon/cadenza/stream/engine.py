@@ -222,6 +222,10 @@ class FileStream:
         self.done = trio.Event()
         # Until playback starts the playhead is where it will start (a #m:ss link, a seek).
         self.start_ms: int | None = None
+        # Where the playhead stood (and since when) while the fill loop had nothing to do;
+        # None after a poke (the playhead may move from where it stood).
+        self._idle_position: float | None = None
+        self._idle_since = 0.0
 
     @property
     def bytes_per_second(self) -> float:
@@ -231,10 +235,12 @@ class FileStream:
     def playing(self) -> None:
         """Playback has started: follow the player's position from now on."""
         self.start_ms = None
-        self._wake.set()
+        self.poke()
 
     def poke(self) -> None:
-        """The playhead moves again (resume, seek): plan again now."""
+        """The playhead moves again (resume, seek, start): plan again now, and do not take
+        the playhead's standing still before this for a pause."""
+        self._idle_position = None
         self._wake.set()
 
     def set_priority(self, priority: int) -> None:
@@ -308,7 +314,6 @@ class FileStream:
         async with trio.open_nursery() as nursery:
             if self.overlay is not None:
                 nursery.start_soon(self._discover)
-            idle_position: float | None = None
             while not buffer.complete:
                 now = trio.current_time()
                 position = self._position_ms() if self.start_ms is None else self.start_ms
@@ -355,17 +360,19 @@ class FileStream:
                         bytes_per_second=bps,
                     )
                     wait = MAX_IDLE_WAIT if due is None else min(max(due, wait), MAX_IDLE_WAIT)
-                    if position == idle_position:
-                        # The playhead has not moved since we last slept (paused, or not
-                        # started): nothing is due until someone wakes us (resume, seek, the
-                        # decoder's blocked read, an arrival, a peer found).
+                    if position != self._idle_position:
+                        self._idle_position, self._idle_since = position, now
+                    elif now - self._idle_since >= REPLAN_INTERVAL:
+                        # The playhead has stood still for a while and nobody said it would
+                        # move (paused, or not started): nothing is due until someone wakes
+                        # us (start, resume, seek, the decoder's blocked read, an arrival, a
+                        # peer found).
                         wait = math.inf
-                    idle_position = position
                     rested = [t - now for t in self._excluded_until.values() if t > now]
                     if rested:  # a rested peer becomes usable again
                         wait = max(min(wait, *rested), REPLAN_INTERVAL)
                 else:
-                    idle_position = None
+                    self._idle_position = None
                 with trio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = trio.Event()
