@@ -351,6 +351,33 @@ async def test_keepalive_keeps_a_quiet_but_live_link() -> None:
         assert await conn.request(Echo(b"still")) == Echo(b"still")
 
 
+async def test_the_accepting_side_never_pings_and_drops_a_silent_dialler() -> None:
+    """Only the side that dialled pings; the side that accepted watches for silence."""
+    async with server(keepalive=0.05, idle_timeout=0.5) as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        conn = sansio.Connection(sansio.Role.INITIATOR, CLIENT.static, payload=b"raw")
+        await stream.send_all(conn.data_to_send())
+        pings = 0
+        open_at = None
+        with trio.fail_after(30):  # a guard: the server drops us after 0.5 s of silence
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break  # the server closed the connection
+                conn.receive_data(data)
+                while (ev := conn.next_event()) is not sansio.NEED_DATA:
+                    if isinstance(ev, sansio.PingReceived):
+                        pings += 1
+                if conn.state is sansio.State.OPEN and open_at is None:
+                    open_at = trio.current_time()
+                    await stream.send_all(conn.data_to_send())  # our handshake's end; then silence
+        assert open_at is not None
+        # The "accepted" PING that ends the handshake, and no keepalive after it, though the
+        # server's keepalive interval (0.05 s) passed many times before it gave up.
+        assert pings == 1
+        assert trio.current_time() - open_at >= 0.5
+
+
 async def test_graceful_close_lets_open_requests_finish() -> None:
     release = trio.Event()
 

@@ -2,7 +2,7 @@
 
 One reader task feeds the sans-IO :class:`~cadenza.protocol.connection.Connection`
 and dispatches its events; one writer task drains it onto the stream; one
-keepalive task pings an idle link and drops a dead one. Every channel the
+keepalive task drops a dead link; on the dialling side it also pings an idle one. Every channel the
 peer opens runs the connection's handler in a task of its own, inside a
 cancel scope that a RESET from the peer cancels.
 """
@@ -42,10 +42,12 @@ log = logging.getLogger("cadenza.net")
 HANDSHAKE_TIMEOUT: Final = 10.0
 # Ping a link that has been silent this long. TCP mappings in NATs must live at least
 # 2 h 4 min (RFC 5382), and Spotify's access points ping every 2 minutes; a dead link in use
-# shows sooner anyway (requests time out, the streaming engine drops slow peers). Every ping
-# wakes both ends: a speaker with 20 neighbours pings 10 times a minute at this interval.
+# shows sooner anyway (requests time out, the streaming engine drops slow peers). Only the side
+# that dialled pings (it is the one behind a NAT, and a service with 10,000 sessions should not
+# ping 10,000 times every interval); the PONG refreshes the mapping both ways, and the side that
+# accepted drops a link silent for the idle timeout. Every ping wakes both ends.
 KEEPALIVE_INTERVAL: Final = 120.0
-# Give up on a link that has been silent this long despite pings.
+# Give up on a link that has been silent this long (on the dialling side, despite pings).
 IDLE_TIMEOUT: Final = 300.0
 # A request that gets no answer in this time is abandoned (and its channel reset).
 REQUEST_TIMEOUT: Final = 30.0
@@ -490,19 +492,28 @@ class PeerConnection:
                 data = conn.data_to_send(WRITE_SIZE)
                 if not data:
                     break
+                # Wake the senders waiting for room now, so that they refill their queues
+                # while this write yields (every send_all does) and before the scheduler picks
+                # the next frames; otherwise a fast link drains an urgent channel's queue and
+                # fills the gap with less urgent data while its producer never got to run.
+                self._progress.unpark_all()
                 try:
                     await stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self._shutdown(ConnectionLost(f"connection lost: {exc}"))
                     return
-                self._progress.unpark_all()
-                # Let the senders we just woke refill their queues before the scheduler picks
-                # the next frames; otherwise a fast link drains an urgent channel's queue and
-                # fills the gap with less urgent data while its producer never got to run.
-                await trio.lowlevel.checkpoint()
             self._progress.unpark_all()
 
     async def _keepalive_loop(self) -> None:
+        if self._sansio.role is not sansio.Role.INITIATOR:
+            # The dialling side pings; we only watch for silence.
+            while True:
+                await trio.sleep_until(self._last_rx + self._idle_timeout)
+                now = trio.current_time()
+                if now >= self._last_rx + self._idle_timeout:
+                    self._lost = ConnectionLost(f"peer silent for {now - self._last_rx:.0f} s")
+                    self._shutdown(self._lost)
+                    return
         while True:
             await trio.sleep_until(self._last_rx + self._keepalive)
             now = trio.current_time()
