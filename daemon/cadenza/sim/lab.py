@@ -28,6 +28,7 @@ import trio.testing
 
 from cadenza import blocking
 from cadenza.sim import workload as wl
+from cadenza.sim.clock import VirtualClock
 from cadenza.sim.swarm import MBIT, SERVICE_HOST, Swarm, SwarmConfig, seed_everything, summarise
 
 DRASCULA = Path("/usr/share/scummvm/drascula/audio")
@@ -157,7 +158,7 @@ def run_lab(
             host.download = rng.choice(DOWNLINKS) * MBIT
             listener.lab = True
         swarm.net.hosts[SERVICE_HOST].upload = SERVICE_UPLINK * MBIT
-        trio.run(swarm.run, progress, clock=trio.testing.MockClock(autojump_threshold=0))
+        trio.run(swarm.run, progress, clock=VirtualClock())
         result = summarise(swarm)
         result["wall"] = {
             "build_s": 0.0,
