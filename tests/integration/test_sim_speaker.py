@@ -1,5 +1,5 @@
 """One real speaker (session, speaker, stream engine, scheduler) against the real access point
-over the simulated network, on trio's virtual clock: what a listener does to one track, and
+over the simulated network, on the simulator's virtual clock: what a listener does to one track, and
 whether the buffer keeps ahead of the playhead. Deterministic and fast (virtual minutes)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
-import trio.testing
 
 from cadenza import blocking
 from cadenza.net import _transport
+from cadenza.sim.clock import VirtualClock
 from cadenza.sim.net import SimTransport
 from cadenza.sim.swarm import AP_PORT, SERVICE_HOST, Listener, Swarm, SwarmConfig
 from cadenza.speaker import Speaker
@@ -39,7 +39,7 @@ def run_with_one_speaker(
 
     blocking.run_inline()
     try:
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        trio.run(main, clock=VirtualClock())
     finally:
         blocking.run_inline(False)
         swarm.db.close()

@@ -1,8 +1,11 @@
 """The swarm simulation's network, on trio's virtual clock: timing, sharing, flow control, NAT,
 loss, churn, and trio's stream contract.
 
-Every test takes pytest-trio's ``autojump_clock`` (a ``MockClock(autojump_threshold=0)``): time
-jumps to the next deadline whenever all tasks are blocked, so simulated seconds cost nothing.
+Every test runs twice, on each virtual clock (the ``autojump_clock`` fixture, overridden here):
+pytest-trio's ``MockClock(autojump_threshold=0)``, on which the network's scheduler is a task
+sleeping until its next event, and the simulator's ``VirtualClock``, which drives the scheduler
+itself. On both, time jumps to the next deadline whenever all tasks are blocked, so simulated
+seconds cost nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytest
 import trio
 import trio.testing
 
+from cadenza.sim.clock import VirtualClock
 from cadenza.sim.net import (
     MIN_RTO_S,
     SYN_TIMEOUT_S,
@@ -27,6 +31,14 @@ from cadenza.sim.net import (
     SimTransport,
     Unreachable,
 )
+
+
+@pytest.fixture(params=["MockClock", "VirtualClock"])
+def autojump_clock(request: pytest.FixtureRequest) -> trio.abc.Clock:
+    if request.param == "MockClock":
+        return trio.testing.MockClock(autojump_threshold=0)
+    return VirtualClock()
+
 
 MB = 1_000_000
 KiB = 1024

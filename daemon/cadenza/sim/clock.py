@@ -7,7 +7,10 @@ nothing runnable, polls for I/O, then jumps; the next turn wakes the sleepers. T
 when trio asks it how long to sleep with nothing runnable, so the same turn wakes them: one
 turn per moment of simulated time instead of two, which is a tenth of the simulator's run.
 It also reads the time without the real clock (MockClock at rate 0 still reads
-``perf_counter`` and multiplies by zero).
+``perf_counter`` and multiplies by zero), and it drives the simulated network's scheduler
+(:meth:`VirtualClock.attach`): when no task can run and the network's next event comes before
+trio's next deadline, the clock jumps there and processes it, waking the tasks it concerns, so
+no task of the network's has to wake up (and be woken by a cancelled timer) for each event.
 
 Only for a run in which nothing happens outside trio's tasks (no threads, no real sockets):
 the simulator's. With nothing runnable and no deadline, trio would wait for I/O for ever, as
@@ -17,13 +20,33 @@ it would with a MockClock.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import trio
+from trio._core._run import GLOBAL_RUN_CONTEXT as _RUN  # the runner's wait_all_tasks_blocked
+
+
+class Scheduler(Protocol):
+    """Events kept outside trio's deadlines (the simulated network's)."""
+
+    def due(self) -> float: ...
+
+    def advance(self, now: float) -> None: ...
 
 
 class VirtualClock(trio.abc.Clock):
     def __init__(self) -> None:
         self._now = 0.0
+        self._schedulers: list[Scheduler] = []
+
+    def attach(self, scheduler: Scheduler) -> None:
+        """Let ``scheduler`` process its events when it is their time and no task can run."""
+        if scheduler not in self._schedulers:
+            self._schedulers.append(scheduler)
+
+    def detach(self, scheduler: Scheduler) -> None:
+        if scheduler in self._schedulers:
+            self._schedulers.remove(scheduler)
 
     def start_clock(self) -> None:
         pass
@@ -32,9 +55,25 @@ class VirtualClock(trio.abc.Clock):
         return self._now
 
     def deadline_to_sleep_time(self, deadline: float) -> float:
-        # Called by trio's loop when no task is runnable: jump to the deadline, sleep 0.
+        # Called by trio's loop when no task is runnable: jump to whatever comes first (the
+        # attached scheduler's next event or trio's next deadline) and sleep 0. The tasks the
+        # scheduler wakes, and those whose deadline expires now, run in this turn's batch.
+        if _RUN.runner.waiting_for_idle:
+            # A task in wait_all_tasks_blocked goes first, time standing still (as MockClock's
+            # autojump does): say how long until the deadline; trio wakes that task instead.
+            return 999999999 if deadline == math.inf else max(0.0, deadline - self._now)
+        schedulers = self._schedulers
+        if schedulers:
+            due = min(scheduler.due() for scheduler in schedulers)
+            if due <= deadline:
+                if due > self._now:
+                    self._now = due
+                for scheduler in schedulers:
+                    if scheduler.due() <= self._now:
+                        scheduler.advance(self._now)
+                return 0
         if deadline == math.inf:
-            return 999999999
+            return 999999999  # nothing will ever happen: trio waits for I/O, as with MockClock
         if deadline > self._now:
             self._now = deadline
         return 0

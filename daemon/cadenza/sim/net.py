@@ -41,11 +41,13 @@ Model (an event-driven fluid model; no packets):
   hole punching). Its SYNs are silently dropped, so ``connect`` fails after ``syn_timeout``
   (Linux's 127 s; callers put their own deadline on it), like connecting to an offline host.
 
-Speed: the only task that sleeps on trio's clock is the network's scheduler (:meth:`run`), on a
-grid of ``tick`` (1 ms): it processes flow pauses at their exact times and wakes the readers and
-writers whose data or buffer space is due, so a reader may see data up to a tick late. Tasks are
-woken with ``trio.lowlevel.reschedule``, not cancel scopes: a unit costs a few tens of
-microseconds, mostly trio's task switch.
+Speed: the network's scheduler (:meth:`advance`) runs on a grid of ``tick`` (1 ms): it
+processes flow pauses at their exact times and wakes the readers and writers whose data or
+buffer space is due, so a reader may see data up to a tick late. On the simulator's
+:class:`~cadenza.sim.clock.VirtualClock` the clock calls it when nothing else can run; on
+another clock the task :meth:`run` sleeps until the next tick. Tasks are woken with
+``trio.lowlevel.reschedule``, not cancel scopes: a unit costs a few tens of microseconds,
+mostly trio's task switch.
 
 Deterministic for a given ``rng`` and a given order of calls; trio itself shuffles the order of
 tasks that are ready at the same instant, unless its deterministic scheduling is enabled.
@@ -65,6 +67,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import trio
+
+from cadenza.sim.clock import VirtualClock
 
 Address = tuple[str, int]
 
@@ -646,33 +650,55 @@ class SimNetwork:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         """Wake flows when they drain or stall; run in a nursery for as long as the network
-        (``await nursery.start(net.run)``)."""
+        (``await nursery.start(net.run)``).
+
+        On a :class:`~cadenza.sim.clock.VirtualClock` the clock itself calls :meth:`advance`
+        whenever no task can run and the network's next event comes first: no task of ours
+        wakes up for it (a third of the simulator's task switches). On any other clock this
+        task sleeps until the next tick and does the same."""
         if self._running:
             raise RuntimeError("this network is already running")
         self._running = True
-        heap = self._heap
-        task_status.started()
+        clock = trio.lowlevel.current_clock()
         try:
+            if isinstance(clock, VirtualClock):
+                clock.attach(self)
+                try:
+                    task_status.started()
+                    await trio.sleep_forever()
+                finally:
+                    clock.detach(self)
+            task_status.started()
             while True:
-                now = trio.current_time()
-                while heap and heap[0][0] <= now + _TIME_EPS:
-                    when, _, version, item = heapq.heappop(heap)
-                    if version != item.version:
-                        continue
-                    if isinstance(item, _Pipe):
-                        # Exact: no task ran between the previous tick and this one.
-                        item.planned = math.nan
-                        self._on_pause(item, min(when, now))
-                    else:
-                        self._fire(item)
-                deadline = self._tick(heap[0][0]) if heap else math.inf
-                with trio.CancelScope(deadline=deadline) as scope:
+                self.advance(trio.current_time())
+                with trio.CancelScope(deadline=self.due()) as scope:
                     self._sleep = scope
                     await trio.sleep_forever()
                 self._sleep = None
         finally:
             self._sleep = None
             self._running = False
+
+    def due(self) -> float:
+        """The tick of the network's next event (``math.inf``: none)."""
+        heap = self._heap
+        while heap and heap[0][2] != heap[0][3].version:
+            heapq.heappop(heap)  # stale: the pipe re-planned, the waiter was moved or woken
+        return self._tick(heap[0][0]) if heap else math.inf
+
+    def advance(self, now: float) -> None:
+        """Process the flow pauses and wake-ups due at ``now``."""
+        heap = self._heap
+        while heap and heap[0][0] <= now + _TIME_EPS:
+            when, _, version, item = heapq.heappop(heap)
+            if version != item.version:
+                continue
+            if isinstance(item, _Pipe):
+                # Exact: no task ran between the previous tick and this one.
+                item.planned = math.nan
+                self._on_pause(item, min(when, now))
+            else:
+                self._fire(item)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[SimNetwork]:

@@ -28,17 +28,26 @@ class ChunkBuffer:
         *,
         chunk_size: int = CHUNK_SIZE,
         on_wanted: Callable[[int], None] | None = None,
+        data: bytes | None = None,
     ) -> None:
-        """``on_wanted(chunk_index)`` is called (from the reading thread) when a read blocks."""
+        """``on_wanted(chunk_index)`` is called (from the reading thread) when a read blocks.
+        With ``data`` (``size`` bytes: a file from the cache) the buffer starts complete."""
         if size < 0:
             raise ValueError("size must be >= 0")
+        if data is not None and len(data) != size:
+            raise ValueError(f"data of {len(data)} bytes for a buffer of {size}")
         self.size = size
         self.chunk_size = chunk_size
         self.num_chunks = max(1, -(-size // chunk_size))
-        self._data = bytearray(size)
-        self._have = bytearray(self.num_chunks)  # 1 where the chunk is present
-        self._count = 0
-        self._contiguous = 0  # chunks present from the start without a hole
+        if data is None:
+            self._data = bytearray(size)
+            self._have = bytearray(self.num_chunks)  # 1 where the chunk is present
+            self._count = 0
+            self._contiguous = 0  # chunks present from the start without a hole
+        else:  # one copy, no per-chunk work
+            self._data = bytearray(data)
+            self._have = bytearray(b"\x01") * self.num_chunks
+            self._count = self._contiguous = self.num_chunks
         self._cond = threading.Condition()
         self._closed = False
         self._on_wanted = on_wanted

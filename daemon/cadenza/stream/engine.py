@@ -261,9 +261,7 @@ class FileStream:
                     log.warning("cached %s unusable (%s); streaming it", choice.file_id[:12], exc)
                     data = None
                 if data is not None:
-                    buffer = ChunkBuffer(len(data))
-                    for i in range(buffer.num_chunks):
-                        buffer.write_chunk(i, data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE])
+                    buffer = ChunkBuffer(len(data), data=data)
                     self.buffer = buffer
                     self.stats.from_cache = True
                     self._count("cache", len(data))

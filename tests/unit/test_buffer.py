@@ -1,0 +1,33 @@
+"""ChunkBuffer: a file that streams in chunk by chunk, or arrives whole from the cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cadenza.stream.buffer import CHUNK_SIZE, ChunkBuffer
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, 3 * CHUNK_SIZE + 17])
+def test_a_buffer_made_from_a_whole_file_is_complete_and_reads_it_back(size: int) -> None:
+    data = os.urandom(size)
+    whole = ChunkBuffer(size, data=data)
+    streamed = ChunkBuffer(size)
+    for i in range(streamed.num_chunks):
+        streamed.write_chunk(i, data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE])
+    for buf in (whole, streamed):
+        assert buf.complete
+        assert buf.contiguous_chunks == buf.num_chunks
+        assert buf.contiguous_bytes == size
+        assert buf.missing() == []
+        assert buf.getvalue() == data
+        assert buf.read(0, size + 10, timeout=0) == data
+        assert buf.contiguous_from(size // 2) == size - size // 2
+    # A chunk written again is a duplicate, not an error.
+    assert whole.write_chunk(0, data[:CHUNK_SIZE]) is False
+
+
+def test_a_whole_file_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="5 bytes for a buffer of 6"):
+        ChunkBuffer(6, data=b"12345")
