@@ -92,12 +92,20 @@ def message_types() -> dict[int, type[Message]]:
     return dict(_REGISTRY)
 
 
+# Each message class's field names, looked up once (dataclasses.fields is slow, and every
+# request, reply and push is encoded).
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def encode(msg: Message) -> bytes:
     """Encode a registered message."""
     cls = type(msg)
     if _REGISTRY.get(getattr(cls, "TYPE_ID", -1)) is not cls:
         raise LocalProtocolError(f"{cls.__name__} is not a registered message")
-    body = {f.name: _to_wire(getattr(msg, f.name)) for f in dataclasses.fields(msg)}  # type: ignore[arg-type]
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(msg))  # type: ignore[arg-type]
+    body = {name: _to_wire(getattr(msg, name)) for name in names}
     data: bytes = msgpack.packb([cls.TYPE_ID, body], use_bin_type=True)
     if len(data) > MAX_MESSAGE_SIZE:
         raise LocalProtocolError(

@@ -597,7 +597,7 @@ def run_scenario(
         # collector, most of it in full collections of a heap of gigabytes.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
+        gc.set_threshold(2_000, 10, 10)
         built = time.perf_counter()
         clock = VirtualClock()
         trio.run(swarm.run, progress, clock=clock)
