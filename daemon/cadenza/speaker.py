@@ -364,7 +364,7 @@ class Speaker:
             "bytes_by_source": dict(self.stats.bytes_by_source),
             "underruns": self.player.underruns,
             "bad_chunks": self.stats.bad_chunks,
-            "traffic": self._traffic(p2p),
+            "traffic": self.traffic(p2p),
             "tracks_streamed": list(self.history),
             "p2p": p2p,
             "start_latency_ms": self.stats.start_latencies_ms[-10:],
@@ -377,7 +377,7 @@ class Speaker:
             "error": self.error,
         }
 
-    def _traffic(self, p2p: dict[str, Any] | None = None) -> dict[str, int]:
+    def traffic(self, p2p: dict[str, Any] | None = None) -> dict[str, int]:
         """Music bytes by source, and what the wire carried besides them (overhead).
         ``p2p``: the overlay's figures when the caller has them already."""
         useful = sum(n for src, n in self.stats.bytes_by_source.items() if src != "cache")
@@ -527,13 +527,13 @@ class Speaker:
         async def run_stream(
             task_status: trio.TaskStatus[ChunkBuffer] = trio.TASK_STATUS_IGNORED,
         ) -> None:
-            wire_before = self._traffic()["wire_in"]
+            wire_before = self.traffic()["wire_in"]
             try:
                 with scope:
                     await stream.run(task_status=task_status)
             finally:
                 track = self.queue[index] if index < len(self.queue) else {}
-                self._record(track, stream, self._traffic()["wire_in"] - wire_before)
+                self._record(track, stream, self.traffic()["wire_in"] - wire_before)
 
         buffer = await self._nursery.start(run_stream)
         self._generation += 1

@@ -31,3 +31,18 @@ def test_a_buffer_made_from_a_whole_file_is_complete_and_reads_it_back(size: int
 def test_a_whole_file_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(ValueError, match="5 bytes for a buffer of 6"):
         ChunkBuffer(6, data=b"12345")
+
+
+def test_want_names_the_chunk_a_polling_reader_needs_without_waiting() -> None:
+    asked: list[int] = []
+    buf = ChunkBuffer(3 * CHUNK_SIZE, on_wanted=asked.append)
+    buf.want(1)
+    buf.want(1)  # said once
+    assert buf.wanted == 1 and asked == [1]
+    buf.write_chunk(1, bytes(CHUNK_SIZE))
+    assert buf.wanted is None
+    buf.want(1)  # present: nothing to ask
+    assert asked == [1]
+    buf.close()
+    buf.want(2)  # closed: nobody will fetch it
+    assert asked == [1]

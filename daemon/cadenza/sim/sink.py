@@ -16,7 +16,6 @@ It wakes only when something can change: a command, the moment the bytes present
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from cadenza.player.player import (
     TrackEnded,
     TrackStarted,
 )
-from cadenza.stream.buffer import BufferClosed, ChunkBuffer
+from cadenza.stream.buffer import ChunkBuffer
 
 # While starved, look for the missing chunk this often (virtual seconds).
 STARVED_POLL = 0.05
@@ -175,8 +174,7 @@ class SinkPlayer:
                     self._emit(Buffering(item.key))
                     self._set_state(PlayerState.BUFFERING)
                 # Tell the stream which chunk the "decoder" waits for, as a blocked read does.
-                with contextlib.suppress(TimeoutError, BufferClosed):
-                    buffer.read(int(pos), 1, timeout=0)
+                buffer.want(int(pos) // buffer.chunk_size)
             return STARVED_POLL
         if not self._running:
             rec = self._record
@@ -205,6 +203,11 @@ class SinkPlayer:
             return
         self._record = Played(nxt.key, 0, size=nxt.buffer.size)
         self._pos, self._t0 = 0.0, now
+
+    def finish_playing_record(self) -> None:
+        """Close the record of the track playing now, up to now (it goes to ``finished``)."""
+        if self._record is not None:
+            self._finish_record()
 
     def _finish_record(self, ended: float | None = None) -> None:
         rec = self._record

@@ -267,8 +267,7 @@ class Listener:
         if sp is None or player is None:
             return
         fig = self.swarm.figures
-        if player._record is not None:  # a play still going counts up to now
-            player._finish_record()
+        player.finish_playing_record()  # a play still going counts up to now
         for rec in player.finished:
             self._count_play(rec)
         player.finished.clear()
@@ -278,7 +277,7 @@ class Listener:
                 fig.latencies_streamed_ms.append(ms)
         sp.stats.start_latencies_ms.clear()
         sp.stats.start_keys.clear()
-        traffic = sp._traffic()
+        traffic = sp.traffic()
         ov = self.overlay
         search = ov.traffic.search_in + ov.traffic.search_out if ov is not None else 0
         overlay_in = ov.figures()["wire_in"] if ov is not None else 0

@@ -121,6 +121,15 @@ class ChunkBuffer:
 
     # --- reader side (decoder thread) ----------------------------------------------------
 
+    def want(self, index: int) -> None:
+        """Say that the reader needs chunk ``index`` next, without waiting for it (a reader
+        that polls, such as the simulator's audio device): as a read that blocks there."""
+        with self._cond:
+            if not self._have[index] and not self._closed and self.wanted != index:
+                self.wanted = index
+                if self._on_wanted is not None:
+                    self._on_wanted(index)
+
     def read(self, offset: int, n: int, timeout: float | None = None) -> bytes:
         """Up to ``n`` bytes at ``offset`` (short only at the end of the file), waiting for
         missing chunks. BufferClosed if closed; TimeoutError after ``timeout`` seconds."""
