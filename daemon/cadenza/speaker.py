@@ -11,6 +11,7 @@ audible its stream is promoted to PLAYING. A track change cancels every stream i
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -143,6 +144,7 @@ class Speaker:
         self._generation = 0
         self._changed = trio.Event()
         self._model = ThroughputModel()
+        self._busy_streams: set[object] = set()  # streams with a request in flight
         # The clock of start latencies and the throughput model: the player's (its events
         # carry times on it); the simulator's players and speakers use trio's virtual clock.
         self.clock: Callable[[], float] = time.monotonic
@@ -460,6 +462,7 @@ class Speaker:
             on_stats=self._on_bytes,
             on_bad_chunk=self._on_bad_chunk,
             overlay=self.overlay,
+            on_busy=functools.partial(self._stream_busy, object()),
         )
         return stream, trio.CancelScope(), choice
 
@@ -510,6 +513,18 @@ class Speaker:
         bps = cur.stream.bytes_per_second
         playhead = int(self.player.position_ms() / 1000 * bps)
         return cur.buffer.contiguous_from(playhead) < LOW_BUFFER_S * bps
+
+    def _stream_busy(self, stream: object, busy: bool) -> None:
+        """The throughput model measures only while some stream is asking for chunks: the
+        time between a stream's top-ups, when nothing was asked, is not a slow link."""
+        if busy:
+            if not self._busy_streams:
+                self._model.begin(self.clock())
+            self._busy_streams.add(stream)
+        else:
+            self._busy_streams.discard(stream)
+            if not self._busy_streams:
+                self._model.idle()
 
     def _on_bad_chunk(self) -> None:
         self.stats.bad_chunks += 1
@@ -611,6 +626,13 @@ class Speaker:
                 continue
             buffered = buffer.contiguous_from(start_byte)
             remaining = max(0, buffer.size - start_byte - buffered)
+            stream = prepared.stream
+            if not stream.busy and buffered >= min(
+                stream.first_piece_s * bps, buffer.size - start_byte
+            ):
+                # The first piece is in and the stream asks for nothing more until playback
+                # moves: however slow the model thinks the link, waiting longer gains nothing.
+                return
             if buffered > 0 and self.policy.should_start(
                 self._model,
                 buffered_bytes=buffered,

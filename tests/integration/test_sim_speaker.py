@@ -11,6 +11,7 @@ import trio
 
 from cadenza import blocking
 from cadenza.net import _transport
+from cadenza.player.start_threshold import StartPolicy
 from cadenza.sim.clock import VirtualClock
 from cadenza.sim.net import SimTransport
 from cadenza.sim.swarm import AP_PORT, SERVICE_HOST, Listener, Swarm, SwarmConfig
@@ -113,3 +114,38 @@ def test_a_prefetched_track_joins_gaplessly_and_its_stream_keeps_ahead(tmp_path:
     assert seen["underruns"] == 0
     assert len(seen["ended"]) == 1  # type: ignore[arg-type]
     assert seen["ahead_s"] > 5  # type: ignore[operator]
+
+
+class NeverSure(StartPolicy):
+    def should_start(self, model: object, **kw: object) -> bool:  # type: ignore[override]
+        return False
+
+
+def test_playback_starts_once_the_first_piece_is_in_however_pessimistic_the_start_policy(
+    tmp_path: Path,
+) -> None:
+    """Found by the swarm: the throughput model took the time between a stream's top-ups
+    (nothing asked) for a slow link; the start policy then wanted more than the first piece,
+    which a stream does not fetch before playback starts, and the speaker stayed "loading"
+    for ever, re-running the policy's simulation 50 times a second. Now the model measures
+    only while something is asked, and playback starts once the first piece is in and the
+    stream asks for nothing more, whatever the policy says."""
+    seen: dict[str, object] = {}
+
+    async def body(swarm: Swarm, listener: Listener, sp: Speaker) -> None:
+        # A policy that never finds the risk low enough (as with a model that saw a slow link).
+        sp.policy = NeverSure()
+        tracks = [t for t in swarm.catalogue.tracks if t.duration_s >= 150]
+        with trio.move_on_after(30):  # play() returns once playback has started
+            await sp.play([swarm.uris[tracks[0].id]])
+        await trio.sleep(30)
+        seen["status"] = sp.status
+        cur = sp.current
+        assert cur is not None
+        seen["position_ms"] = sp.player.position_ms()
+        seen["complete"] = cur.buffer.complete
+
+    run_with_one_speaker(tmp_path, body)
+    assert seen["status"] == "playing"
+    assert seen["position_ms"] > 0
+    assert seen["complete"] is False  # it started on the first piece, not the whole file

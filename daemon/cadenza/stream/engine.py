@@ -194,7 +194,11 @@ class FileStream:
         on_stats: Callable[[str, int], None] | None = None,
         on_bad_chunk: Callable[[], None] | None = None,
         overlay: PeerNetwork | None = None,
+        on_busy: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_busy(True)`` when the stream starts asking a source for chunks after asking
+        nothing, ``on_busy(False)`` when its last request ends (a throughput measurement must
+        not count the time in between, when nothing was asked, as a slow link)."""
         self.choice = choice
         self.session = session
         self.cache = cache
@@ -207,6 +211,7 @@ class FileStream:
         self.stats = StreamStats()
         self._on_stats = on_stats
         self._on_bad_chunk = on_bad_chunk
+        self._on_busy = on_busy
         self.buffer: ChunkBuffer | None = None
         self.manifest: Manifest | None = None
         self._wake = trio.Event()
@@ -226,6 +231,11 @@ class FileStream:
         # None after a poke (the playhead may move from where it stood).
         self._idle_position: float | None = None
         self._idle_since = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """A request is in flight (chunks are coming or about to)."""
+        return bool(self._requests)
 
     @property
     def bytes_per_second(self) -> float:
@@ -445,6 +455,8 @@ class FileStream:
         req = _Request(request.source, request.first, request.count, chunks, trio.CancelScope())
         for i in chunks:
             self._in_flight[i] = req
+        if not self._requests and self._on_busy is not None:
+            self._on_busy(True)
         self._requests.add(req)
         if request.source == schedule.SERVICE:
             self._service_requests += 1
@@ -458,6 +470,8 @@ class FileStream:
         if req not in self._requests:
             return
         self._requests.discard(req)
+        if not self._requests and self._on_busy is not None:
+            self._on_busy(False)
         for i in req.pending:
             if self._in_flight.get(i) is req:
                 del self._in_flight[i]
