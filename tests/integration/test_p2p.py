@@ -6,6 +6,8 @@ the player (the network-namespace tests run whole daemons with ALSA)."""
 from __future__ import annotations
 
 import os
+import socket
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -338,3 +340,27 @@ async def test_more_upload_slots_on_reload_start_waiting_requests(world: World) 
     assert buffer.getvalue() == world.payload
     assert stream.stats.bytes_by_source.get("peer", 0) > 0
     assert a.overlay.traffic.refused_busy == 0  # served, not timed out into "busy"
+
+
+async def test_a_peer_that_resets_the_connection_mid_handshake_is_a_failed_dial(
+    world: World,
+) -> None:
+    """Found by the swarm (a neighbour switched off while we dialled it): the connection lost
+    during the handshake was swallowed inside the dial's task, which then never reported
+    started, and the RuntimeError took the speaker down. Now it is a failed dial."""
+
+    async def reset_after_first_message(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)  # the dialler's first handshake message
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.socket.close()  # with linger 0: a RST, not a FIN
+
+    listeners = await world.nursery.start(
+        partial(trio.serve_tcp, reset_after_first_message, 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    b = await world.node("b")
+    with trio.fail_after(30):
+        assert await b.overlay.dial("127.0.0.1", port) is None
+    # The speaker's overlay is still up: it dials a real peer next.
+    a = await world.node("a", holds=True)
+    assert await b.overlay.dial("127.0.0.1", a.overlay.port) is not None

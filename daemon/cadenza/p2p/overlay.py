@@ -353,7 +353,8 @@ class Overlay:
         lan: bool,
         task_status: trio.TaskStatus[PeerLink | None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        with contextlib.suppress(net.ConnectionLost):
+        started = False
+        try:
             async with net.single_errors(), trio.open_nursery() as nursery:
                 conn = await net.connect(
                     nursery,
@@ -373,9 +374,16 @@ class Overlay:
                     existing = self.links.get(conn.peer_info.certificate.peer_id)
                     conn.abort("duplicate or refused")
                     task_status.started(existing)
+                    started = True
                     return
                 task_status.started(link)
+                started = True
                 await conn.wait_closed()
+        except net.ConnectionLost:
+            # Lost before the link was up (during or just after the handshake): the dial
+            # failed, and dial() says so; lost later: the link's life is over, quietly.
+            if not started:
+                raise
 
     def link(self, peer_id: bytes) -> PeerLink | None:
         link = self.links.get(peer_id)
