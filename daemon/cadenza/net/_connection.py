@@ -505,17 +505,11 @@ class PeerConnection:
             self._progress.unpark_all()
 
     async def _keepalive_loop(self) -> None:
-        if self._sansio.role is not sansio.Role.INITIATOR:
-            # The dialling side pings; we only watch for silence.
-            while True:
-                await trio.sleep_until(self._last_rx + self._idle_timeout)
-                now = trio.current_time()
-                if now >= self._last_rx + self._idle_timeout:
-                    self._lost = ConnectionLost(f"peer silent for {now - self._last_rx:.0f} s")
-                    self._shutdown(self._lost)
-                    return
+        # The dialling side pings an idle link; the accepting side only watches for silence.
+        pings = self._sansio.role is sansio.Role.INITIATOR
+        wake_after = self._keepalive if pings else self._idle_timeout
         while True:
-            await trio.sleep_until(self._last_rx + self._keepalive)
+            await trio.sleep_until(self._last_rx + wake_after)
             now = trio.current_time()
             # Compared as sums, the way the deadline was computed: ``now - last >= interval``
             # can be false by a rounding error at the very deadline, and the loop would spin.
@@ -523,7 +517,7 @@ class PeerConnection:
                 self._lost = ConnectionLost(f"peer silent for {now - self._last_rx:.0f} s")
                 self._shutdown(self._lost)
                 return
-            if now >= self._last_rx + self._keepalive:
+            if pings and now >= self._last_rx + self._keepalive:
                 if self._ping_sent_at is None:
                     self._ping_sent_at = now
                     self._sansio.send_ping(os.urandom(8))
