@@ -20,9 +20,12 @@ from cadenza.stream.buffer import CHUNK_SIZE
 
 
 def run_with_one_speaker(
-    tmp_path: Path, body: Callable[[Swarm, Listener, Speaker], Awaitable[None]]
+    tmp_path: Path,
+    body: Callable[[Swarm, Listener, Speaker], Awaitable[None]],
+    *,
+    peers: bool = False,
 ) -> None:
-    config = SwarmConfig(speakers=1, hours=1, tracks=40, peers=False, warm_days=0, loss=0.0)
+    config = SwarmConfig(speakers=1, hours=1, tracks=40, peers=peers, warm_days=0, loss=0.0)
     swarm = Swarm(config, tmp_path)
     swarm.build()
 
@@ -114,6 +117,38 @@ def test_a_prefetched_track_joins_gaplessly_and_its_stream_keeps_ahead(tmp_path:
     assert seen["underruns"] == 0
     assert len(seen["ended"]) == 1  # type: ignore[arg-type]
     assert seen["ahead_s"] > 5  # type: ignore[operator]
+
+
+def test_a_paused_stream_stops_looking_for_peers_and_looks_again_on_resume(
+    tmp_path: Path,
+) -> None:
+    """Found by the swarm: a paused speaker whose track was not complete went on asking the
+    tracker and flooding its neighbours with searches for it every minute, for as long as it
+    stayed paused (the standby of most speakers, for hours)."""
+    seen: dict[str, int] = {}
+
+    async def body(swarm: Swarm, listener: Listener, sp: Speaker) -> None:
+        overlay = listener.overlay
+        assert overlay is not None
+        await sp.play([long_track(swarm, 240)])
+        await trio.sleep(90)
+        cur = sp.current
+        assert sp.status == "playing" and cur is not None and not cur.buffer.complete
+        seen["playing"] = overlay.figures()["finds"]  # while playing: again and again (no peers)
+        sp.pause()
+        await trio.sleep(30)
+        seen["paused"] = overlay.figures()["finds"]
+        await trio.sleep(1800)
+        seen["after_pause"] = overlay.figures()["finds"]
+        sp.resume()
+        await trio.sleep(1)
+        seen["resumed"] = overlay.figures()["finds"]
+        assert sp.status == "playing" and sp.current is cur and not cur.buffer.complete
+
+    run_with_one_speaker(tmp_path, body, peers=True)
+    assert seen["playing"] >= 3
+    assert seen["after_pause"] == seen["paused"]
+    assert seen["resumed"] == seen["after_pause"] + 1
 
 
 class NeverSure(StartPolicy):

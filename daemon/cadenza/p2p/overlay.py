@@ -136,6 +136,7 @@ class Traffic:
     # plus the frame header each travels in.
     search_in: int = 0
     search_out: int = 0
+    finds: int = 0  # look-ups of a file's holders (tracker, search and LAN at once)
 
 
 @dataclass
@@ -588,6 +589,7 @@ class Overlay:
         """Look for peers holding ``file_id`` by every mechanism at once; ``found`` is called
         for each connected holder (possibly more than once, once per mechanism)."""
         await self._ready.wait()
+        self.traffic.finds += 1
         with trio.move_on_after(SEARCH_TIMEOUT + DIAL_TIMEOUT):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._find_tracker, file_id, found)
@@ -788,6 +790,7 @@ class Overlay:
             "uploaded": self.traffic.uploaded,
             "upload_requests": self.traffic.upload_requests,
             "refused_busy": self.traffic.refused_busy,
+            "finds": self.traffic.finds,
             "active_uploads": self.uploads.active,
             "banned": len(self._banned),
         }

@@ -231,6 +231,9 @@ class FileStream:
         # None after a poke (the playhead may move from where it stood).
         self._idle_position: float | None = None
         self._idle_since = 0.0
+        # Set while the fill loop rests (nothing is due until the playhead moves): peer
+        # discovery waits on it too; set (and cleared) when the rest is over.
+        self._resting: trio.Event | None = None
 
     @property
     def busy(self) -> bool:
@@ -376,11 +379,16 @@ class FileStream:
                         # us (start, resume, seek, the decoder's blocked read, an arrival, a
                         # peer found).
                         wait = math.inf
+                        if self._resting is None:
+                            self._resting = trio.Event()
                     rested = [t - now for t in self._excluded_until.values() if t > now]
                     if rested:  # a rested peer becomes usable again
                         wait = max(min(wait, *rested), REPLAN_INTERVAL)
                 else:
                     self._idle_position = None
+                if wait != math.inf and self._resting is not None:
+                    self._resting.set()  # discovery goes on
+                    self._resting = None
                 with trio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = trio.Event()
@@ -389,16 +397,26 @@ class FileStream:
     # --- peers ---------------------------------------------------------------------------------
 
     async def _discover(self) -> None:
-        """Find peers by every mechanism now, and again while few are usable."""
+        """Find peers by every mechanism now, and again while few are usable (not while the
+        stream rests: again at once when it stops resting)."""
         assert self.overlay is not None
         delay = REDISCOVER_S
         while True:
             await self.overlay.find(self.choice.file_id, self._found)
             await trio.sleep(delay)
             delay = min(2 * delay, REDISCOVER_MAX_S)
-            while len(self._usable_peers(trio.current_time())) >= 2:
-                await trio.sleep(REDISCOVER_S)
-                delay = REDISCOVER_S
+            while True:
+                if self._resting is not None:
+                    # Nothing is due until the playhead moves (paused, or prefetched far
+                    # enough before it starts): look again when it does, not every minute
+                    # of a pause that may last days. Who held it then may be gone.
+                    await self._resting.wait()
+                    delay = REDISCOVER_S
+                elif len(self._usable_peers(trio.current_time())) >= 2:
+                    await trio.sleep(REDISCOVER_S)
+                    delay = REDISCOVER_S
+                else:
+                    break
 
     def _found(self, link: Any, mechanism: str) -> None:
         peer_id: bytes = link.peer_id
