@@ -24,6 +24,8 @@ def test_a_buffer_made_from_a_whole_file_is_complete_and_reads_it_back(size: int
         assert buf.getvalue() == data
         assert buf.read(0, size + 10, timeout=0) == data
         assert buf.contiguous_from(size // 2) == size - size // 2
+    # The cached file's bytes are the buffer (a cached track is not copied once more).
+    assert whole.getvalue() is data
     # A chunk written again is a duplicate, not an error.
     assert whole.write_chunk(0, data[:CHUNK_SIZE]) is False
 

@@ -193,6 +193,37 @@ def test_flow_control_parks_a_channel_without_blocking_others() -> None:
     assert total == 40
 
 
+def test_window_updates_go_once_half_the_window_is_used_so_a_short_reply_needs_none() -> None:
+    client, server, _, _ = pair()
+    short = client.open_channel()
+    for i in range(8):  # a reply of 8 chunks (128 KiB), consumed as it comes
+        client.send_bulk(short, BulkKind.OPAQUE, i, bytes(16384))
+    _, es = pump(client, server)
+    for e in es:
+        if isinstance(e, BulkReceived):
+            server.consume(short, e.size)
+    assert server.data_to_send(1 << 30) == b""  # no WINDOW_UPDATE (nor anything else) to send
+    # A long transfer: a top-up per half window consumed, and it never stalls.
+    long = client.open_channel()
+    updates = 0
+    for i in range(4 * INITIAL_WINDOW // 16384):
+        client.send_bulk(long, BulkKind.OPAQUE, i, bytes(16384))
+    received = 0  # chunks
+    for _ in range(100):
+        server.receive_data(client.data_to_send(1 << 30))
+        for e in drain(server):
+            if isinstance(e, BulkReceived):
+                received += 1
+                server.consume(long, e.size)
+        wire = server.data_to_send(1 << 30)
+        if wire:
+            updates += 1
+            client.receive_data(wire)
+            drain(client)
+    assert received == 4 * INITIAL_WINDOW // 16384  # all of it arrived
+    assert 6 <= updates <= 8  # 4 windows in halves (the first half's credit came with the channel)
+
+
 def test_peer_overrunning_the_window_is_a_remote_error() -> None:
     client, server, _, _ = pair()
     cid = client.open_channel()

@@ -57,6 +57,14 @@ def test_the_cache_refuses_wrong_data_and_evicts_least_recently_used_never_pinne
     cache = SimCache(lib, capacity=3 * one)
     with pytest.raises(RefusedFile):
         cache.put(files[0].file_id, files[0].manifest, b"x" * files[0].size)
+    for i in (0, CHUNK_SIZE + 5, files[0].size - 1):  # one byte off, in any chunk
+        bad = bytearray(files[0].data())
+        bad[i] ^= 1
+        with pytest.raises(RefusedFile):
+            cache.put(files[0].file_id, files[0].manifest, bytes(bad))
+    for wrong in (files[0].data()[:-1], files[0].data() + b"x", files[1].data()):
+        with pytest.raises(RefusedFile):
+            cache.put(files[0].file_id, files[0].manifest, wrong)
     for f in files[:3]:
         assert cache.put(f.file_id, f.manifest, f.data())
     cache.open(files[0].file_id)  # a use: file 1 is now the least recently used

@@ -646,8 +646,10 @@ class Connection:
             return
         rc = ch.recv
         rc.unacked += nbytes
-        # Top up in batches: one WINDOW_UPDATE per eighth of a window, not per message.
-        if rc.unacked >= INITIAL_WINDOW // 8 and not rc.ended:
+        # Top up once half the window is used, not per message: a reply that fits in half a
+        # window (a request for chunks) needs no update at all, and a long transfer still has
+        # half a window of credit on its way while the update travels.
+        if rc.unacked >= INITIAL_WINDOW // 2 and not rc.ended:
             rc.window += rc.unacked
             self._sched.push_urgent(fr.window_update(channel, rc.unacked))
             rc.unacked = 0

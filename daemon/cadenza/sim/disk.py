@@ -43,8 +43,20 @@ class SimFile:
         return self.tail if index == chunk_count(self.size) - 1 else self.block
 
     def data(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def chunks(self) -> list[bytes]:
         n = chunk_count(self.size)
-        return self.block * (n - 1) + self.tail
+        return [self.block] * (n - 1) + [self.tail]
+
+    def matches(self, data: bytes | bytearray | memoryview) -> bool:
+        """``data`` is this file's contents (compared chunk by chunk, nothing built)."""
+        view = memoryview(data).cast("B")
+        if len(view) != self.size:
+            return False
+        return all(
+            view[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE] == c for i, c in enumerate(self.chunks())
+        )
 
 
 class Library:
@@ -169,7 +181,7 @@ class SimCache:
     def put(self, file_id: str, manifest: bytes | Manifest, data: bytes) -> bool:
         f = self.library.get(file_id)
         raw = manifest.to_bytes() if isinstance(manifest, Manifest) else manifest
-        if f is None or raw != f.manifest or len(data) != f.size or data != f.data():
+        if f is None or raw != f.manifest or not f.matches(data):
             raise RefusedFile(f"file {file_id}: data or manifest does not match its id")
         return self._admit(f)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import cast
 
 CHUNK_SIZE = 16 * 1024
 
@@ -39,13 +40,14 @@ class ChunkBuffer:
         self.size = size
         self.chunk_size = chunk_size
         self.num_chunks = max(1, -(-size // chunk_size))
+        self._data: bytes | bytearray
         if data is None:
             self._data = bytearray(size)
             self._have = bytearray(self.num_chunks)  # 1 where the chunk is present
             self._count = 0
             self._contiguous = 0  # chunks present from the start without a hole
-        else:  # one copy, no per-chunk work
-            self._data = bytearray(data)
+        else:  # complete: never written again, so the bytes themselves (no copy)
+            self._data = bytes(data)
             self._have = bytearray(b"\x01") * self.num_chunks
             self._count = self._contiguous = self.num_chunks
         self._cond = threading.Condition()
@@ -63,8 +65,8 @@ class ChunkBuffer:
             raise ValueError(f"chunk {index} of {len(data)} bytes does not fit this file")
         with self._cond:
             if self._have[index]:
-                return False
-            self._data[start : start + expected] = data
+                return False  # (always, in a buffer made from a whole file: its bytes stay)
+            cast(bytearray, self._data)[start : start + expected] = data
             self._have[index] = 1
             self._count += 1
             while self._contiguous < self.num_chunks and self._have[self._contiguous]:
