@@ -35,6 +35,18 @@ def test_a_whole_file_of_the_wrong_length_is_refused() -> None:
         ChunkBuffer(6, data=b"12345")
 
 
+def test_a_detached_buffer_no_longer_calls_its_writer_back() -> None:
+    asked: list[int] = []
+    buf = ChunkBuffer(3 * CHUNK_SIZE, on_wanted=asked.append)
+    buf.want(0)
+    buf.detach()  # the stream that filled it is done (or stopped)
+    buf.want(2)
+    with pytest.raises(TimeoutError):
+        buf.read(CHUNK_SIZE, 10, timeout=0.01)
+    assert asked == [0]
+    assert buf.wanted == 1  # still said, for whoever looks
+
+
 def test_want_names_the_chunk_a_polling_reader_needs_without_waiting() -> None:
     asked: list[int] = []
     buf = ChunkBuffer(3 * CHUNK_SIZE, on_wanted=asked.append)

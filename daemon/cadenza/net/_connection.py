@@ -33,6 +33,7 @@ from ._errors import (
     HandshakeFailed,
     RequestError,
     RequestFailed,
+    fresh,
 )
 from ._util import single_errors
 
@@ -118,11 +119,11 @@ class Channel:
                 self.conn._consume(self.id, size)
                 return item
             if self._reset is not None:
-                raise self._reset
+                raise fresh(self._reset)
             if self._ended:
                 raise ChannelEnded(f"channel {self.id} ended")
             if self._lost is not None:
-                raise self._lost
+                raise fresh(self._lost)
             await self._waiter.wait()
             self._waiter = trio.Event()
 
@@ -182,9 +183,9 @@ class Channel:
 
     def _check_sendable(self) -> None:
         if self._reset is not None:
-            raise self._reset
+            raise fresh(self._reset)
         if self._lost is not None:
-            raise self._lost
+            raise fresh(self._lost)
         if self._sent_end:
             raise ChannelEnded(f"channel {self.id}: already ended our side")
 
@@ -275,7 +276,7 @@ class PeerConnection:
     async def ping(self) -> float:
         """Round-trip time of a PING (shares the keepalive's outstanding ping if any)."""
         if self._lost is not None:
-            raise self._lost
+            raise fresh(self._lost)
         if self._ping_sent_at is None:
             self._ping_sent_at = trio.current_time()
             self._sansio.send_ping(os.urandom(8))
@@ -283,7 +284,7 @@ class PeerConnection:
         pong = self._pong
         await pong.wait()
         if self._lost is not None:
-            raise self._lost
+            raise fresh(self._lost)
         assert self.rtt is not None
         return self.rtt
 
@@ -433,7 +434,10 @@ class PeerConnection:
                 while conn.wants_write:
                     await self._progress.park()
         except ConnectionLost as exc:
-            self._lost = self._lost or exc
+            # Kept to raise to whoever uses the connection next: a fresh one, without this
+            # frame in its traceback nor the socket's error as its context (their frames hold
+            # the connection, which holds it: a cycle only the cyclic collector frees).
+            self._lost = self._lost or type(exc)(*exc.args)
         self._shutdown(self._lost or ConnectionLost("connection closed"))
 
     def _dispatch(self, ev: sansio.Event) -> None:
@@ -541,7 +545,7 @@ class PeerConnection:
                 raise ConnectionLost("peer is going away: no new requests")
             await self._progress.park()
         if self._lost is not None:
-            raise self._lost
+            raise fresh(self._lost)
         try:
             cid = self._sansio.open_channel()
         except ProtocolError as exc:
@@ -591,10 +595,10 @@ class PeerConnection:
         conn = self._sansio
         while conn.queued_bytes(ch.id) >= CHANNEL_SEND_BUFFER and not ch.finished:
             if self._lost is not None:
-                raise self._lost
+                raise fresh(self._lost)
             await self._progress.park()
         if self._lost is not None:
-            raise self._lost
+            raise fresh(self._lost)
 
     def _shutdown(self, reason: ConnectionLost) -> None:
         if self._closed.is_set():

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from cadenza.protocol.errors import ErrorCode
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class NetError(Exception):
@@ -46,3 +50,16 @@ class RequestError(Exception):
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+
+
+def fresh(exc: _E) -> _E:
+    """A copy of a kept error (same type, arguments and attributes) to raise once more.
+
+    Raising the kept instance itself would add the raiser's frames to its traceback, and
+    those frames hold what keeps the error (a channel, its connection): a reference cycle,
+    freed only by the cyclic collector, with everything the frames hold.
+    """
+    new = type(exc).__new__(type(exc))
+    new.args = exc.args
+    new.__dict__.update(exc.__dict__)
+    return new

@@ -300,6 +300,7 @@ class _Conn:
         if self.closed:
             return
         self.closed = True
+        self.streams = []  # (they pointed back at us)
         self.a._conns.pop(self, None)
         self.b._conns.pop(self, None)
         if self.mapping is not None:
@@ -326,11 +327,14 @@ class SimStream(trio.abc.HalfCloseableStream):
         self._rx = rx
         self.local_address = local_address
         self.remote_address = remote_address
-        self.socket = _SimSocket(self)
         self._closed = False
         self._sending = False
         self._receiving = False
         conn.streams.append(self)
+
+    @property
+    def socket(self) -> _SimSocket:
+        return _SimSocket(self)  # made on use: a stream and its socket kept no cycle
 
     @property
     def host(self) -> SimHost:

@@ -111,6 +111,13 @@ class ChunkBuffer:
         with self._cond:
             return bytes(self._data)
 
+    def detach(self) -> None:
+        """The writer is gone (done, or stopped): drop its ``on_wanted``, so that a reader
+        keeping the buffer does not keep the writer too (a bound method of the stream engine
+        made a cycle that held a whole track until the cyclic collector came by)."""
+        with self._cond:
+            self._on_wanted = None
+
     def close(self) -> None:
         """Wake and fail any waiting read; later reads fail too."""
         with self._cond:

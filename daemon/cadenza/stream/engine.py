@@ -294,6 +294,8 @@ class FileStream:
                 elif self.overlay is not None:
                     await self.overlay.holdings_changed()  # now we can serve it
         finally:
+            if self.buffer is not None:
+                self.buffer.detach()
             self.done.set()
 
     async def _get_manifest(self) -> Manifest:
