@@ -434,10 +434,10 @@ class PeerConnection:
                 while conn.wants_write:
                     await self._progress.park()
         except ConnectionLost as exc:
-            # Kept to raise to whoever uses the connection next: a fresh one, without this
-            # frame in its traceback nor the socket's error as its context (their frames hold
-            # the connection, which holds it: a cycle only the cyclic collector frees).
-            self._lost = self._lost or type(exc)(*exc.args)
+            # Kept to raise to whoever uses the connection next: a copy, without this frame
+            # in its traceback nor the socket's error as its context (their frames hold the
+            # connection, which holds it: a cycle only the cyclic collector frees).
+            self._lost = self._lost or fresh(exc)
         self._shutdown(self._lost or ConnectionLost("connection closed"))
 
     def _dispatch(self, ev: sansio.Event) -> None:
