@@ -213,7 +213,10 @@ async def test_server_push() -> None:
     got: list[Message] = []
     received = trio.Event()
 
-    async def on_connection(conn: net.PeerConnection) -> None:
+    async def on_connection(
+        conn: net.PeerConnection, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        task_status.started()
         await conn.notify(Echo(b"pushed"))
         await trio.sleep_forever()
 
@@ -229,6 +232,40 @@ async def test_server_push() -> None:
     ):
         await received.wait()
     assert got == [Echo(b"pushed")]
+
+
+async def test_no_request_is_handled_before_on_connection_took_the_connection_in() -> None:
+    """A request sent the moment the handshake ends waits for on_connection (which may take its
+    time) to say it has taken the connection in; one that refuses it leaves it unhandled."""
+    known: set[net.PeerConnection] = set()
+    handled: list[bool] = []
+
+    async def on_connection(
+        conn: net.PeerConnection, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        await trio.sleep(0.3)  # a slow admission
+        if conn.remote_payload == b"refuse me":
+            conn.abort("refused")
+            return
+        known.add(conn)
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def handler(conn: net.PeerConnection, ch: net.Channel) -> None:
+        item = await ch.receive()
+        handled.append(conn in known)
+        assert isinstance(item, Message)
+        await ch.send(item, end=True)
+
+    async with server(handler, on_connection=on_connection) as port:
+        async with net.open_connection("127.0.0.1", port, identity=CLIENT) as conn:
+            assert await conn.request(Echo(b"at once")) == Echo(b"at once")
+        assert handled == [True]
+        refused = net.Identity(CLIENT.static, b"refuse me")
+        async with net.open_connection("127.0.0.1", port, identity=refused) as conn:
+            with pytest.raises(net.NetError):
+                await conn.request(Echo(b"in vain"), timeout=5)
+        assert handled == [True]
 
 
 async def test_handshake_with_wrong_key_is_refused() -> None:

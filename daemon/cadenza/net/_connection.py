@@ -211,6 +211,9 @@ class PeerConnection:
         self._handshake_timeout = handshake_timeout
         self._sansio = sansio_conn
         self._handler = handler
+        # Set while the handlers of the peer's channels must wait (serve_connections: until
+        # its on_connection has taken the connection in).
+        self._handlers_held: trio.Event | None = None
         self._verify = verify
         self._keepalive = keepalive
         self._idle_timeout = idle_timeout
@@ -564,11 +567,21 @@ class PeerConnection:
         self._nursery.start_soon(self._run_handler, ch)
         return ch
 
+    def _hold_handlers(self) -> None:
+        self._handlers_held = trio.Event()
+
+    def _release_handlers(self) -> None:
+        if self._handlers_held is not None:
+            self._handlers_held.set()
+            self._handlers_held = None
+
     async def _run_handler(self, ch: Channel) -> None:
         assert self._handler is not None
         with trio.CancelScope() as scope:
             ch._scope = scope
             try:
+                if self._handlers_held is not None:
+                    await self._handlers_held.wait()
                 await self._handler(self, ch)
                 await ch.end()
             except RequestError as exc:

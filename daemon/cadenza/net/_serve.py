@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
@@ -24,8 +25,16 @@ from ._util import single_errors
 
 log = logging.getLogger("cadenza.net")
 
-OnConnection = Callable[[PeerConnection], Awaitable[None]]
-"""Runs for the life of each authenticated connection (cancelled when it closes)."""
+
+class OnConnection(Protocol):
+    """Runs for the life of each authenticated connection (cancelled when it closes), started
+    with ``nursery.start``: the handlers of the peer's channels wait until it has called
+    ``task_status.started()`` (it has taken the connection in: a request that came with the
+    handshake finds it known), and it must call it, or return."""
+
+    def __call__(
+        self, conn: PeerConnection, *, task_status: trio.TaskStatus[None]
+    ) -> Awaitable[None]: ...
 
 
 async def serve_connections(
@@ -63,10 +72,13 @@ async def serve_connections(
             handshake_timeout=handshake_timeout,
         )
         try:
+            if on_connection is not None:
+                conn._hold_handlers()
             async with single_errors(), trio.open_nursery() as nursery:
                 await nursery.start(conn.run)
                 if on_connection is not None:
-                    nursery.start_soon(_watch, conn, on_connection)
+                    await nursery.start(_watch, conn, on_connection)
+                    conn._release_handlers()
         except HandshakeFailed as exc:
             log.info("refused connection from %s: %s", conn.remote_address, exc)
         except ConnectionLost as exc:
@@ -77,8 +89,33 @@ async def serve_connections(
     await trio.serve_listeners(serve_one, listeners, task_status=task_status)
 
 
-async def _watch(conn: PeerConnection, on_connection: OnConnection) -> None:
+async def _watch(
+    conn: PeerConnection,
+    on_connection: OnConnection,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(on_connection, conn)
+        taken = _Taken()
+
+        async def run() -> None:
+            try:
+                await on_connection(conn, task_status=taken)
+            finally:
+                taken.started()  # it returned without (it refused the connection)
+
+        nursery.start_soon(run)
+        await taken.event.wait()
+        task_status.started()
         await conn.wait_closed()
         nursery.cancel_scope.cancel()
+
+
+class _Taken:
+    """The ``task_status`` given to on_connection (which may also return without it)."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def started(self, value: None = None) -> None:
+        self.event.set()

@@ -266,11 +266,14 @@ class Overlay:
 
     # --- connections -----------------------------------------------------------------------
 
-    async def _on_inbound(self, conn: net.PeerConnection) -> None:
+    async def _on_inbound(
+        self, conn: net.PeerConnection, *, task_status: trio.TaskStatus[None]
+    ) -> None:
         link = self._link_for(conn, outbound=False)
         if link is None:
             conn.abort("refused")
             return
+        task_status.started()  # the peer's requests are served from now on, as a neighbour's
         await conn.wait_closed()
 
     def _link_for(self, conn: net.PeerConnection, *, outbound: bool) -> PeerLink | None:

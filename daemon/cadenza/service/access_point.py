@@ -160,14 +160,16 @@ class AccessPoint:
         read_hello(payload)  # speakers log in after the handshake; they need no certificate
 
     def _session_for(self, conn: net.PeerConnection) -> Session:
-        # A request may arrive before on_connection has run: whoever comes first creates it.
         session = self.sessions.get(conn)
         if session is None:
             session = self.sessions[conn] = Session(conn)
         return session
 
-    async def _session(self, conn: net.PeerConnection) -> None:
+    async def _session(
+        self, conn: net.PeerConnection, *, task_status: trio.TaskStatus[None]
+    ) -> None:
         session = self._session_for(conn)
+        task_status.started()  # requests are handled from now on
         try:
             await conn.wait_closed()
         finally:
