@@ -140,3 +140,47 @@ def test_the_sink_plays_at_the_byte_rate_stalls_on_a_missing_chunk_and_joins_gap
         assert b.underruns == 0 and b.end_byte == second.size
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_seldom_polls_skip_most_system_calls_and_still_hear_other_threads() -> None:
+    """poll_io_seldom: a loop kept busy polls for I/O once in 64 turns, not every turn; a call
+    from another thread still gets through while it is busy, and wakes it when it is idle."""
+    import threading
+
+    from trio._core._run import GLOBAL_RUN_CONTEXT
+
+    from cadenza.sim.clock import _SeldomPolls, poll_io_seldom
+
+    polls: list[float] = []
+    heard: list[str] = []
+
+    async def main() -> None:
+        poll_io_seldom()
+
+        manager = GLOBAL_RUN_CONTEXT.runner.io_manager
+        assert isinstance(manager, _SeldomPolls)
+        real = manager._poll
+        manager._poll = lambda timeout: polls.append(timeout) or real(timeout)
+        token = trio.lowlevel.current_trio_token()
+        for _ in range(6400):  # busy: a turn that must not wait, each time
+            await trio.lowlevel.checkpoint()
+        assert 90 <= len(polls) <= 110, len(polls)
+        # From a thread while busy: heard within a few turns.
+        done = threading.Event()
+        threading.Thread(
+            target=lambda: (token.run_sync_soon(heard.append, "busy"), done.set())
+        ).start()
+        await trio.to_thread.run_sync(done.wait)
+        turns = 0
+        while not heard:
+            await trio.lowlevel.checkpoint()
+            turns += 1
+        assert turns <= 64
+        # Idle (nothing to run, no deadline): the loop waits for I/O and a thread wakes it.
+        threading.Timer(0.2, token.run_sync_soon, (heard.append, "idle")).start()
+        woken = trio.Event()
+        threading.Timer(0.3, token.run_sync_soon, (woken.set,)).start()
+        await woken.wait()
+        assert heard == ["busy", "idle"]
+
+    trio.run(main)

@@ -96,6 +96,9 @@ class KeyPair:
 
     private: bytes = field(repr=False)
     public: bytes
+    # The private key as an object, made once: making it from bytes computes the public key
+    # again (a scalar multiplication, as dear as the Diffie-Hellman it is made for).
+    _key: X25519PrivateKey | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def generate(cls) -> KeyPair:
@@ -112,15 +115,20 @@ class KeyPair:
         return cls(
             private=key.private_bytes(Encoding.Raw, PrivateFormat.Raw, _NO_ENCRYPTION),
             public=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            _key=key,
         )
+
+    def key(self) -> X25519PrivateKey:
+        if self._key is None:
+            object.__setattr__(self, "_key", X25519PrivateKey.from_private_bytes(self.private))
+        assert self._key is not None
+        return self._key
 
 
 def _dh(local: KeyPair, remote_public: bytes) -> bytes:
     """X25519, refusing low-order remote points (an all-zero shared secret)."""
     try:
-        return X25519PrivateKey.from_private_bytes(local.private).exchange(
-            X25519PublicKey.from_public_bytes(remote_public)
-        )
+        return local.key().exchange(X25519PublicKey.from_public_bytes(remote_public))
     except ValueError:
         # The only remote-controlled failure: a low-order point gives no shared secret.
         raise RemoteProtocolError(

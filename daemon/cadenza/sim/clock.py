@@ -83,3 +83,36 @@ class VirtualClock(trio.abc.Clock):
         if seconds < 0:
             raise ValueError("time can't go backwards")
         self._now += seconds
+
+
+class _SeldomPolls:
+    """The runner's I/O manager, asked for events only every ``every``-th turn that must not
+    wait (see :func:`poll_io_seldom`); everything else goes to the real one."""
+
+    def __init__(self, real: object, every: int) -> None:
+        self._real = real
+        self._every = every
+        self._turns = 0
+        self._poll = real.get_events  # type: ignore[attr-defined]
+        self.process_events = real.process_events  # type: ignore[attr-defined]
+
+    def get_events(self, timeout: float) -> object:
+        if timeout == 0:
+            self._turns += 1
+            if self._turns % self._every:
+                return ()
+        return self._poll(timeout)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+def poll_io_seldom(every: int = 64) -> None:
+    """In the current run, skip the poll for I/O (a system call) on all but one in ``every``
+    turns of trio's loop that have tasks to run. Only for a run that does no I/O: the
+    simulator's, whose only file descriptor is trio's own wake-up socket (a Ctrl-C, or a
+    ``run_sync_soon`` from another thread, waits a few turns more). A turn that would wait
+    (nothing to run) still polls. Every turn polled: a sixteenth of a swarm's run."""
+    runner = _RUN.runner
+    if not isinstance(runner.io_manager, _SeldomPolls):
+        runner.io_manager = _SeldomPolls(runner.io_manager, every)  # type: ignore[assignment]

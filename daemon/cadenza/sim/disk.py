@@ -51,12 +51,12 @@ class SimFile:
 
     def matches(self, data: bytes | bytearray | memoryview) -> bool:
         """``data`` is this file's contents (compared chunk by chunk, nothing built)."""
-        view = memoryview(data).cast("B")
-        if len(view) != self.size:
+        # bytes.startswith(chunk, offset) compares in place (memcmp); comparing memoryview
+        # slices goes item by item, fifty times slower (a tenth of a swarm's run, once).
+        raw = data if isinstance(data, bytes) else bytes(data)
+        if len(raw) != self.size:
             return False
-        return all(
-            view[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE] == c for i, c in enumerate(self.chunks())
-        )
+        return all(raw.startswith(c, i * CHUNK_SIZE) for i, c in enumerate(self.chunks()))
 
 
 class Library:

@@ -57,7 +57,7 @@ from cadenza.service.db import Database
 from cadenza.service.playlists import Playlists
 from cadenza.session.client import Credentials, Endpoint, Session
 from cadenza.sim import workload as wl
-from cadenza.sim.clock import VirtualClock
+from cadenza.sim.clock import VirtualClock, poll_io_seldom
 from cadenza.sim.disk import Library, SimCache, SimStorage
 from cadenza.sim.net import SimNetwork, SimTransport
 from cadenza.sim.sink import SinkPlayer
@@ -512,6 +512,7 @@ class Swarm:
             listener.cache.evictions = 0
 
     async def run(self, progress: Callable[[float, Swarm], None] | None = None) -> None:
+        poll_io_seldom()  # nothing here does I/O
         with _transport.use(_Nowhere()):  # a task that is on no host must not reach the internet
             await self._run(progress)
 
