@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cadenza.stream.buffer import CHUNK_SIZE
@@ -144,46 +144,6 @@ def test_catch_up_stall_turns_into_falling_behind() -> None:
     assert not falling_behind(p, 0, BPS, now=0.05)
     # Silent for 4 s: the estimated rate drops to 4 KiB/s, it can no longer make it.
     assert falling_behind(p, 0, BPS, now=4.0)
-
-
-def _catch_up_chunk_by_chunk(p: PeerStats, playhead: int, bps: float, now: float) -> float:
-    """The definition: every piece of the pending data (cut at chunk boundaries) in turn."""
-    rate = p.rate_at(now)
-    slack, delivered = math.inf, 0
-    for offset, nbytes in p.pending:
-        pos, end = offset, offset + nbytes
-        while pos < end:
-            step = min(CHUNK_SIZE - pos % CHUNK_SIZE, end - pos)
-            delivered += step
-            slack = min(slack, max(0, pos - playhead) / bps - delivered / rate)
-            pos += step
-    return slack
-
-
-@given(
-    st.lists(st.tuples(st.integers(0, 3_000_000), st.integers(1, 900_000)), max_size=4),
-    st.integers(-100_000, 4_000_000),
-    st.floats(0, 1),
-    st.floats(1_000, 2_000_000),
-    st.floats(1_000, 2_000_000),
-)
-@example([(0, 100 * CHUNK_SIZE)], -1, 0.505, 40_000.0, 1e6)  # a fast peer, playhead inside
-@example([(0, 10 * CHUNK_SIZE + 100)], 0, 0, 1e6, 40_000.0)  # slow: the last whole chunk
-def test_catch_up_is_the_least_slack_of_every_chunk(
-    requests: list[tuple[int, int]], playhead: int, inside: float, bps: float, rate: float
-) -> None:
-    """Worked out at a few pieces only, it is still the least over every piece (playheads
-    anywhere, or within the last request: where its pieces beside the playhead decide)."""
-    p = PeerStats(b"a", rate=rate)
-    for offset, nbytes in requests:
-        p.request(offset, nbytes, now=0)
-    if playhead < 0 and requests:
-        offset, nbytes = requests[-1]
-        playhead = offset + int(inside * nbytes)
-    playhead = max(playhead, 0)
-    assert catch_up(p, playhead, bps, 0) == pytest.approx(
-        _catch_up_chunk_by_chunk(p, playhead, bps, 0), rel=1e-9, abs=1e-9
-    )
 
 
 def test_catch_up_rejects_bad_bitrate() -> None:

@@ -10,6 +10,7 @@ seconds cost nothing.
 
 from __future__ import annotations
 
+import collections
 import functools
 import random
 import statistics
@@ -509,10 +510,23 @@ async def test_real_connections_idle_for_an_hour_of_virtual_time_keep_pinging(
             conn = await cnet.connect(
                 nursery, "b", port, identity=client_id, keepalive=20.0, idle_timeout=60.0
             )
+        wakes: collections.Counter[trio.lowlevel.Task] = collections.Counter()
+
+        class KeepaliveWakes(trio.abc.Instrument):
+            def before_task_step(self, task: trio.lowlevel.Task) -> None:
+                if task.name.endswith("_keepalive_loop"):
+                    wakes[task] += 1
+
+        trio.lowlevel.add_instrument(KeepaliveWakes())
         start = trio.current_time()
         await trio.sleep(3600)
         assert trio.current_time() - start == pytest.approx(3600)
         assert not conn.closed
+        # The dialler's keepalive wakes once a ping (it woke twice: at the interval after the
+        # ping, then again a round trip later, when the interval after the pong was up).
+        pinger, watcher = sorted(wakes.values(), reverse=True)
+        assert 3600 / 20 - 2 <= pinger <= 3600 / 20 + 2, wakes
+        assert watcher <= 3600 / 40, wakes
         assert conn.rtt is not None and 0.03 < conn.rtt < 0.06  # 2 x (7.3 + 11.9) ms
         # About one ping a keepalive interval went each way: bytes flowed all along.
         assert conn.bytes_received > 3600 / 20 * 20

@@ -48,6 +48,10 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 # ping 10,000 times every interval); the PONG refreshes the mapping both ways, and the side that
 # accepted drops a link silent for the idle timeout. Every ping wakes both ends.
 KEEPALIVE_INTERVAL: Final = 120.0
+# A link silent for the interval less this much is due a ping: the ping that answered the last
+# one came back a round trip after it left, so the next one is due then, and waking once more
+# a round trip later for it would be one more wake-up per interval for nothing.
+PING_SLACK: Final = 5.0
 # Give up on a link that has been silent this long (on the dialling side, despite pings).
 IDLE_TIMEOUT: Final = 300.0
 # A request that gets no answer in this time is abandoned (and its channel reset).
@@ -493,30 +497,32 @@ class PeerConnection:
         conn = self._sansio
         stream = self._stream
         while True:
-            await self._want_write.wait()
-            self._want_write = trio.Event()
-            while conn.wants_write:
-                data = conn.data_to_send(WRITE_SIZE)
-                if not data:
-                    break
-                # Wake the senders waiting for room now, so that they refill their queues
-                # while this write yields (every send_all does) and before the scheduler picks
-                # the next frames; otherwise a fast link drains an urgent channel's queue and
-                # fills the gap with less urgent data while its producer never got to run.
-                self._progress.unpark_all()
-                try:
-                    await stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self._shutdown(ConnectionLost(f"connection lost: {exc}"))
-                    return
+            data = conn.data_to_send(WRITE_SIZE) if conn.wants_write else b""
+            # Wake the senders waiting for room now, so that they refill their queues while
+            # this write yields (every send_all does) and before the scheduler picks the next
+            # frames; otherwise a fast link drains an urgent channel's queue and fills the gap
+            # with less urgent data while its producer never got to run.
             self._progress.unpark_all()
+            if not data:
+                # Nothing to send: wait for a kick. The event is made anew only now, so the
+                # kicks of frames this loop already sent do not wake it for nothing.
+                self._want_write = trio.Event()
+                await self._want_write.wait()
+                continue
+            try:
+                await stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._shutdown(ConnectionLost(f"connection lost: {exc}"))
+                return
 
     async def _keepalive_loop(self) -> None:
         # The dialling side pings an idle link; the accepting side only watches for silence.
         pings = self._sansio.role is sansio.Role.INITIATOR
         wake_after = self._keepalive if pings else self._idle_timeout
+        slack = min(PING_SLACK, self._keepalive / 10)
+        deadline = self._last_rx + wake_after
         while True:
-            await trio.sleep_until(self._last_rx + wake_after)
+            await trio.sleep_until(deadline)
             now = trio.current_time()
             # Compared as sums, the way the deadline was computed: ``now - last >= interval``
             # can be false by a rounding error at the very deadline, and the loop would spin.
@@ -524,13 +530,16 @@ class PeerConnection:
                 self._lost = ConnectionLost(f"peer silent for {now - self._last_rx:.0f} s")
                 self._shutdown(self._lost)
                 return
-            if pings and now >= self._last_rx + self._keepalive:
+            if pings and now >= self._last_rx + self._keepalive - slack:
                 if self._ping_sent_at is None:
                     self._ping_sent_at = now
                     self._sansio.send_ping(os.urandom(8))
                     self._kick()
-                # Check again after another interval (capped by the idle deadline).
-                await trio.sleep(min(self._keepalive, self._idle_timeout - (now - self._last_rx)))
+                # Check again after another interval (capped by the idle deadline): the next
+                # ping is due then if nothing but this one's pong came meanwhile.
+                deadline = now + min(self._keepalive, self._idle_timeout - (now - self._last_rx))
+            else:
+                deadline = self._last_rx + wake_after
 
     # --- internals used by Channel ---
 

@@ -358,10 +358,14 @@ class SimStream(trio.abc.HalfCloseableStream):
                 space = net.send_buffer - pipe.queued
                 if space > 0 and pos < len(view):
                     end = pos + min(space, len(view) - pos)
-                    for i in range(pos, end, net.unit):
-                        unit = bytes(view[i : min(i + net.unit, end)])
-                        pipe.queue.append(unit)
-                        pipe.queued += len(unit)
+                    if pos == 0 and end == len(view) <= net.unit and type(data) is bytes:
+                        pipe.queue.append(data)  # one unit, immutable already: no copy
+                        pipe.queued += end
+                    else:
+                        for i in range(pos, end, net.unit):
+                            unit = bytes(view[i : min(i + net.unit, end)])
+                            pipe.queue.append(unit)
+                            pipe.queued += len(unit)
                     pos = end
                     net._refresh(pipe, now)
                 if pos >= len(view):

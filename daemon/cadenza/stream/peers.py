@@ -146,27 +146,15 @@ def catch_up(peer: PeerStats, playhead_bytes: int, bytes_per_second: float, now:
         raise ValueError("bytes_per_second must be positive")
     rate = peer.rate_at(now)
     slack = float("inf")
-    delivered = 0  # bytes of the pending data before this piece of it
+    delivered = 0
     for offset, nbytes in peer.pending:
-        end = offset + nbytes
-        # The piece starting at s (cut at chunk boundaries) is needed max(0, s - playhead) /
-        # bytes_per_second from now and has arrived once everything up to its end has. Over
-        # the whole chunks between the first piece and the last, that slack is linear in s on
-        # either side of the playhead: its least value is at one of a few pieces (the first
-        # and last, the first and last whole ones, the two beside the playhead), so those are
-        # the only ones worked out, not every chunk of a long request (once per arrival).
-        first_whole = min((offset // CHUNK_SIZE + 1) * CHUNK_SIZE, end)
-        last = max(offset, (end - 1) // CHUNK_SIZE * CHUNK_SIZE)
-        starts = {offset, last}
-        if first_whole < last:
-            below = playhead_bytes // CHUNK_SIZE * CHUNK_SIZE
-            for s in (first_whole, last - CHUNK_SIZE, below, below + CHUNK_SIZE):
-                starts.add(min(max(s, first_whole), last))
-        for s in starts:
-            arrived = delivered + min((s // CHUNK_SIZE + 1) * CHUNK_SIZE, end) - offset
-            needed_in = max(0, s - playhead_bytes) / bytes_per_second
-            slack = min(slack, needed_in - arrived / rate)
-        delivered += nbytes
+        pos, end = offset, offset + nbytes
+        while pos < end:
+            step = min(CHUNK_SIZE - pos % CHUNK_SIZE, end - pos)
+            delivered += step
+            needed_in = max(0, pos - playhead_bytes) / bytes_per_second
+            slack = min(slack, needed_in - delivered / rate)
+            pos += step
     return slack
 
 
