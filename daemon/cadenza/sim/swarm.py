@@ -588,19 +588,19 @@ def run_scenario(
     logging.getLogger("cadenza").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="cadenza-swarm-"))
     started = time.perf_counter()
-    thresholds = gc.get_threshold()
+    gc_was_enabled = gc.isenabled()
     try:
         swarm = Swarm(config, tmp)
         swarm.build()
         # What was built lives for the whole run: out of the collector's sight. The speakers
         # make no reference cycles while they run (tests/integration/test_swarm.py), only
-        # when one is switched off (its objects call each other back): young objects are
-        # collected seldom, and the whole heap once a simulated hour, not whenever the
-        # collector's heuristic says (a tenth of the run went to full collections of a heap
-        # of gigabytes that found next to nothing).
+        # when one is switched off (its objects call each other back): the collector runs
+        # once a simulated hour, over the whole heap, and never by itself (its heuristic
+        # ran it every few thousand allocations, for next to nothing: a tenth of the run
+        # went to full collections of a heap of gigabytes, a sixth to young ones after).
         gc.collect()
         gc.freeze()
-        gc.set_threshold(20_000, 20, 1_000_000_000)
+        gc.disable()
         samples_per_collection = max(1, round(3600 / config.sample_s))
         samples = 0
 
@@ -625,7 +625,8 @@ def run_scenario(
         swarm.db.close()
         return result
     finally:
-        gc.set_threshold(*thresholds)
+        if gc_was_enabled:
+            gc.enable()
         gc.unfreeze()
         shutil.rmtree(tmp, ignore_errors=True)
 
