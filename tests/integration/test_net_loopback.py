@@ -558,3 +558,35 @@ async def test_abrupt_close_fails_pending_requests_on_both_sides() -> None:
         with trio.fail_after(5):
             await handler_done.wait()
     assert handler_saw == ["cancelled"]
+
+
+async def test_connections_lost_on_real_sockets_leave_nothing_for_the_cyclic_collector() -> None:
+    """What the swarm test shows on the simulated network, on real sockets: connections lost
+    mid-request (the server pulls the plug), their requests failing and both ends torn down,
+    are freed by reference counting alone. A cycle would keep a connection, its buffers and
+    its tasks' frames until a full collection came by."""
+    import gc
+
+    async def plug_puller(conn: net.PeerConnection, ch: net.Channel) -> None:
+        await ch.receive()
+        conn.abort("pulling the plug")
+        await trio.sleep_forever()
+
+    async def lose_one(port: int) -> None:
+        async with net.open_connection("127.0.0.1", port, identity=CLIENT) as conn:
+            with pytest.raises(net.ConnectionLost):
+                await conn.request(Echo(b"x"), timeout=5)
+
+    async with server(plug_puller) as port:
+        await lose_one(port)  # once first: what is made once (imports, caches) is made
+        await trio.sleep(0.2)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                await lose_one(port)
+            await trio.sleep(0.2)  # the server's ends are gone too
+            found = gc.collect()
+        finally:
+            gc.enable()
+    assert found == 0
