@@ -104,3 +104,14 @@ def test_speakers_make_no_reference_cycles_so_their_memory_goes_back_at_once() -
         gc.enable()
     assert result["plays"] > 20 and result["bytes"].get("peer", 0) > 0
     assert len(found) == 4 and found[1:] == [0, 0, 0]
+
+
+def test_the_lab_scenario_writes_where_its_name_says(tmp_path: Path) -> None:
+    """``--lab`` (bench/p2p.py's 8 speakers) once wrote over the default run's outputs in
+    bench/out/swarm-1000x24h; it has its own folder."""
+    cmd = [sys.executable, "-m", "cadenza.cli.main", "bench", "swarm", "--lab", "--quiet"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "bench/out/swarm-lab/results.json").read_text())
+    assert results["peers"]["config"]["speakers"] == 8
+    assert not (tmp_path / "bench/out/swarm-1000x24h").exists()

@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         return _worker(Path(args.worker), quiet=args.quiet)
     if args.scale:
         return _scale(args)
-    out: Path = args.out or Path(f"{DEFAULT_OUT}-{args.speakers}x{args.hours:g}h")
+    size = "lab" if args.lab else f"{args.speakers}x{args.hours:g}h"
+    out: Path = args.out or Path(f"{DEFAULT_OUT}-{size}")
     out.mkdir(parents=True, exist_ok=True)
     scenarios = [args.only] if args.only else ["peers", "baseline"]
     configs = {name: config_from(args, peers=name == "peers") for name in scenarios}
