@@ -177,9 +177,13 @@ def test_seldom_polls_skip_most_system_calls_and_still_hear_other_threads() -> N
             turns += 1
         assert turns <= 64
         # Idle (nothing to run, no deadline): the loop waits for I/O and a thread wakes it.
-        threading.Timer(0.2, token.run_sync_soon, (heard.append, "idle")).start()
         woken = trio.Event()
-        threading.Timer(0.3, token.run_sync_soon, (woken.set,)).start()
+
+        def from_thread() -> None:
+            token.run_sync_soon(heard.append, "idle")
+            token.run_sync_soon(woken.set)
+
+        threading.Timer(0.2, from_thread).start()
         await woken.wait()
         assert heard == ["busy", "idle"]
 

@@ -27,10 +27,10 @@ log = logging.getLogger("cadenza.net")
 
 
 class OnConnection(Protocol):
-    """Runs for the life of each authenticated connection (cancelled when it closes), started
-    with ``nursery.start``: the handlers of the peer's channels wait until it has called
-    ``task_status.started()`` (it has taken the connection in: a request that came with the
-    handshake finds it known), and it must call it, or return."""
+    """Runs for the life of each authenticated connection (cancelled when it closes). The
+    handlers of the peer's channels wait until it has called ``task_status.started()`` (it
+    has taken the connection in: a request that came with the handshake finds it known) or
+    returned (it refused the connection)."""
 
     def __call__(
         self, conn: PeerConnection, *, task_status: trio.TaskStatus[None]

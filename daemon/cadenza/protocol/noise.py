@@ -98,7 +98,7 @@ class KeyPair:
     public: bytes
     # The private key as an object, made once: making it from bytes computes the public key
     # again (a scalar multiplication, as dear as the Diffie-Hellman it is made for).
-    _key: X25519PrivateKey | None = field(default=None, repr=False, compare=False)
+    _key: X25519PrivateKey | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def generate(cls) -> KeyPair:
@@ -112,11 +112,12 @@ class KeyPair:
 
     @classmethod
     def _from_key(cls, key: X25519PrivateKey) -> KeyPair:
-        return cls(
+        pair = cls(
             private=key.private_bytes(Encoding.Raw, PrivateFormat.Raw, _NO_ENCRYPTION),
             public=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-            _key=key,
         )
+        object.__setattr__(pair, "_key", key)
+        return pair
 
     def key(self) -> X25519PrivateKey:
         if self._key is None:

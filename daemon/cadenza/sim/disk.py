@@ -50,7 +50,7 @@ class SimFile:
         return [self.block] * (n - 1) + [self.tail]
 
     def matches(self, data: bytes | bytearray | memoryview) -> bool:
-        """``data`` is this file's contents (compared chunk by chunk, nothing built)."""
+        """``data`` is this file's contents (compared chunk by chunk; bytes are not copied)."""
         # bytes.startswith(chunk, offset) compares in place (memcmp); comparing memoryview
         # slices goes item by item, fifty times slower (a tenth of a swarm's run, once).
         raw = data if isinstance(data, bytes) else bytes(data)
