@@ -2,7 +2,9 @@
 
 Runs ``cadenza bench swarm`` as the user would (two worker processes), small: 12 speakers, an
 hour, a 300-track catalogue, busy listeners. Checks that the same seed gives the same
-results.json byte for byte, another seed another one, and that the figures hang together.
+results.json byte for byte, another seed another one, and that the figures hang together. The
+runs use the hot modules compiled with mypyc (the default; compiled here into a fresh cache),
+except one with ``--pure``: compiled and interpreted give the same file.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,19 +24,28 @@ ARGS = ["--speakers", "12", "--hours", "1", "--tracks", "300", "--warm-days", "1
 ARGS += ["--mean-gap-h", "0.5", "--quiet"]
 
 
-def swarm(out: Path, *extra: str) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A cache of its own for the compiled modules: the first run here compiles them."""
+    return {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
+
+
+def swarm(out: Path, env: dict[str, str], *extra: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "cadenza.cli.main", "bench", "swarm", *ARGS, *extra]
-    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600, env=env
+    )
     assert done.returncode == 0, done.stderr
     assert "latency p50" in done.stdout and "targets (peers)" in done.stdout
     return json.loads((out / "results.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("swarm")
-    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
-        swarm(base / name, "--seed", seed)
+    runs = {"a": ["--seed", "1"], "b": ["--seed", "1", "--pure"], "c": ["--seed", "2"]}
+    for name, extra in runs.items():
+        swarm(base / name, env, *extra)
     return {name: base / name for name in "abc"}
 
 
@@ -41,11 +53,25 @@ def test_the_same_seed_gives_the_same_json_and_another_seed_another(
     runs: dict[str, Path],
 ) -> None:
     a, b, c = ((runs[n] / "results.json").read_bytes() for n in "abc")
-    assert a == b
+    assert a == b  # a compiled, b interpreted
     assert a != c
     assert (runs["a"] / "swarm.png").read_bytes()[:4] == b"\x89PNG"
     perf = json.loads((runs["a"] / "perf.json").read_text())
     assert perf["peers"]["run_s"] > 0 and perf["baseline"]["max_rss_mb"] > 0
+
+
+def test_the_workers_ran_compiled_modules_unless_told_pure(runs: dict[str, Path]) -> None:
+    compiled = {
+        name: {
+            k: v["compiled"] for k, v in json.loads((runs[name] / "perf.json").read_text()).items()
+        }
+        for name in "abc"
+    }
+    assert compiled == {
+        "a": {"peers": True, "baseline": True},
+        "b": {"peers": False, "baseline": False},
+        "c": {"peers": True, "baseline": True},
+    }
 
 
 def test_peers_carry_music_and_the_baseline_only_has_service_and_cache(
@@ -106,11 +132,11 @@ def test_speakers_make_no_reference_cycles_so_their_memory_goes_back_at_once() -
     assert len(found) == 4 and found[1:] == [0, 0, 0]
 
 
-def test_the_lab_scenario_writes_where_its_name_says(tmp_path: Path) -> None:
+def test_the_lab_scenario_writes_where_its_name_says(tmp_path: Path, env: dict[str, str]) -> None:
     """``--lab`` (bench/p2p.py's 8 speakers) once wrote over the default run's outputs in
     bench/out/swarm-1000x24h; it has its own folder."""
     cmd = [sys.executable, "-m", "cadenza.cli.main", "bench", "swarm", "--lab", "--quiet"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "bench/out/swarm-lab/results.json").read_text())
     assert results["peers"]["config"]["speakers"] == 8

@@ -61,13 +61,13 @@ import math
 import operator
 import random
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import trio
 
+from cadenza.sim._net_py import Unreachable, running
 from cadenza.sim.clock import VirtualClock
 
 Address = tuple[str, int]
@@ -98,10 +98,6 @@ EPHEMERAL_PORT = 49152
 # Float slack for bytes and seconds: virtual times reach 1e5 s (a day), so ulp ~ 1.5e-11 s.
 _TIME_EPS = 1e-9
 _BYTE_EPS = 1e-6
-
-
-class Unreachable(ConnectionRefusedError):
-    """``connect`` got no answer: the host is offline, or behind a NAT with no mapping for us."""
 
 
 @dataclass(eq=False)
@@ -708,18 +704,9 @@ class SimNetwork:
             else:
                 self._fire(item)
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[SimNetwork]:
+    def running(self) -> AbstractAsyncContextManager[SimNetwork]:
         """``async with net.running():`` runs :meth:`run` for the duration of the block."""
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.run)
-                yield self
-                nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:  # run() never fails: the block's error, alone
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+        return running(self)
 
     # --- connections ---
 
