@@ -151,6 +151,15 @@ def test_a_manifest_object_is_accepted_too(cache: Cache) -> None:
     assert cache.manifest(A.file_id) == A.raw_manifest
 
 
+def test_a_read_only_view_is_accepted_and_written_whole(cache: Cache) -> None:
+    """The stream engine hands over its buffer's bytes as a view (no copy of the track)."""
+    held = bytearray(A.data)
+    assert cache.put(A.file_id, A.raw_manifest, memoryview(held).toreadonly())
+    assert cache.open(A.file_id) == A.data
+    with pytest.raises(RefusedFile):
+        cache.put(B.file_id, B.raw_manifest, memoryview(held).toreadonly())
+
+
 def test_an_empty_file_is_cached(cache: Cache) -> None:
     empty = Track(99, size=0)
     assert empty.put_into(cache)

@@ -30,6 +30,20 @@ def test_a_buffer_made_from_a_whole_file_is_complete_and_reads_it_back(size: int
     assert whole.write_chunk(0, data[:CHUNK_SIZE]) is False
 
 
+def test_a_complete_buffer_hands_its_bytes_over_read_only_and_without_a_copy() -> None:
+    data = os.urandom(2 * CHUNK_SIZE + 3)
+    buf = ChunkBuffer(len(data))
+    for i in range(buf.num_chunks):
+        buf.write_chunk(i, data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE])
+    view = buf.view()
+    assert view.readonly and view == data
+    assert view.obj is buf.view().obj  # the buffer's own bytes, each time
+    with pytest.raises(TypeError):
+        view[0] = 1
+    whole = ChunkBuffer(len(data), data=data)
+    assert whole.view().obj is data
+
+
 def test_a_whole_file_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(ValueError, match="5 bytes for a buffer of 6"):
         ChunkBuffer(6, data=b"12345")

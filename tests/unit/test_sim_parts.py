@@ -100,6 +100,22 @@ def fill(buffer: ChunkBuffer, chunks: range) -> None:
         buffer.write_chunk(i, b"\0" * n)
 
 
+def test_a_simulated_file_is_recognised_in_any_buffer_and_a_view_is_not_copied() -> None:
+    f = library().make("t/v", 3 * CHUNK_SIZE + 5)
+    good = bytearray(f.data())
+    for data in (bytes(good), good, memoryview(good), memoryview(good).toreadonly()):
+        assert f.matches(data)
+    # What counts is what the view shows, not the buffer behind it.
+    twice = bytearray(good + good)
+    assert f.matches(memoryview(twice)[: f.size]) and f.matches(memoryview(twice)[f.size :])
+    assert not f.matches(memoryview(twice)[1 : f.size + 1])
+    assert f.matches(memoryview(bytearray(good[::-1]))[::-1])
+    assert not f.matches(memoryview(good)[::-1])
+    bad = bytearray(good)
+    bad[CHUNK_SIZE + 7] ^= 1
+    assert not f.matches(memoryview(bad))
+
+
 def test_the_sink_plays_at_the_byte_rate_stalls_on_a_missing_chunk_and_joins_gaplessly() -> None:
     bps = 16384.0  # a chunk a second
     events = Events()

@@ -359,7 +359,7 @@ class Cache:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def put(self, file_id: str, manifest: bytes | Manifest, data: bytes) -> bool:
+    def put(self, file_id: str, manifest: bytes | Manifest, data: bytes | memoryview) -> bool:
         """Cache ``data`` as ``file_id`` with its ``manifest``; ``True`` once it is cached.
 
         Checks before anything is written that ``data`` hashes to ``file_id`` and that the
@@ -439,7 +439,9 @@ class Cache:
 
     # -- put --------------------------------------------------------------------------------
 
-    def _checked_manifest(self, file_id: str, manifest: bytes | Manifest, data: bytes) -> bytes:
+    def _checked_manifest(
+        self, file_id: str, manifest: bytes | Manifest, data: bytes | memoryview
+    ) -> bytes:
         """The manifest's wire bytes, once data and manifest are known to match ``file_id``."""
         if len(data) > MAX_FILE_SIZE:
             raise RefusedFile(f"file of {len(data)} bytes exceeds the {MAX_FILE_SIZE} limit")
@@ -467,7 +469,9 @@ class Cache:
             raise RefusedFile(f"manifest of {parsed.file_id} does not describe file {file_id}")
         return raw
 
-    def _write_with_retry(self, file_id: str, manifest_bytes: bytes, data: bytes) -> bool:
+    def _write_with_retry(
+        self, file_id: str, manifest_bytes: bytes, data: bytes | memoryview
+    ) -> bool:
         needed = len(data) + len(manifest_bytes)
         try:
             self._write_and_publish(file_id, manifest_bytes, data)
@@ -505,7 +509,9 @@ class Cache:
             )
             return False
 
-    def _write_and_publish(self, file_id: str, manifest_bytes: bytes, data: bytes) -> None:
+    def _write_and_publish(
+        self, file_id: str, manifest_bytes: bytes, data: bytes | memoryview
+    ) -> None:
         """Write both temp files, then rename them into place (manifest first) and record
         the file. On any error nothing of it is left on disk or in the index."""
         target = self._data_path(file_id)
@@ -536,7 +542,7 @@ class Cache:
             # now lose the file, and open() would then forget it.
             log.warning("cached file %s, but syncing its directory failed: %s", file_id, e)
 
-    def _write_temp(self, data: bytes, temps: list[Path]) -> Path:
+    def _write_temp(self, data: bytes | memoryview, temps: list[Path]) -> Path:
         path = self._tmp / f"{secrets.token_hex(8)}{_TMP_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         temps.append(path)

@@ -107,9 +107,15 @@ class ChunkBuffer:
         return min(self.size, self._contiguous * self.chunk_size)
 
     def getvalue(self) -> bytes:
-        """The whole file (only meaningful once complete)."""
+        """The whole file, a copy (only meaningful once complete)."""
         with self._cond:
             return bytes(self._data)
+
+    def view(self) -> memoryview:
+        """The whole file, read-only and not copied (only meaningful once complete: nothing
+        writes a complete buffer). For handing a streamed file to the cache: a copy is as
+        big as the track, twice the memory for a moment."""
+        return memoryview(self._data).toreadonly()
 
     def detach(self) -> None:
         """The writer is gone (done, or stopped): drop its ``on_wanted``, so that a reader

@@ -287,7 +287,7 @@ class FileStream:
             await self._fill(buffer, self.manifest)
             if self.cache is not None:
                 ok = await blocking.run_sync(
-                    self.cache.put, choice.file_id, self.manifest, buffer.getvalue()
+                    self.cache.put, choice.file_id, self.manifest, buffer.view()
                 )
                 if not ok:
                     log.warning("could not cache %s (see the cache's log)", choice.file_id)
