@@ -116,6 +116,22 @@ def test_a_simulated_file_is_recognised_in_any_buffer_and_a_view_is_not_copied()
     assert not f.matches(memoryview(bad))
 
 
+def test_whole_files_are_made_once_while_in_use_and_the_least_recently_used_dropped() -> None:
+    lib = Library(ManifestSigner(KEY), whole_files_kept=2)
+    a, b, c = (lib.make(f"t/w{i}", 2 * CHUNK_SIZE + i) for i in range(3))
+    first = lib.whole(a)
+    assert first == a.data() and lib.whole(a) is first
+    b_first = lib.whole(b)
+    lib.whole(a)  # a use: b is now the least recently used
+    lib.whole(c)  # one too many: b goes
+    assert lib.whole(a) is first
+    b_again = lib.whole(b)
+    assert b_again == b.data() and b_again is not b_first  # made anew
+    cache = SimCache(lib, capacity=10 * a.size)
+    cache.warm(a.file_id)
+    assert cache.open(a.file_id) is lib.whole(a)
+
+
 def test_the_sink_plays_at_the_byte_rate_stalls_on_a_missing_chunk_and_joins_gaplessly() -> None:
     bps = 16384.0  # a chunk a second
     events = Events()
