@@ -210,6 +210,63 @@ def test_trust_can_be_added_and_removed() -> None:
     assert refusal(CERT, verifier=verifier).reason is Reason.UNKNOWN_SIGNER
 
 
+class CountingKey(Ed25519PublicKey):
+    """The service's real public key, counting the signatures it is asked to verify."""
+
+    def __init__(self) -> None:
+        self.key = service_public_key()
+        self.verified = 0
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        self.verified += 1
+        self.key.verify(signature, data)
+
+    def public_bytes(self, encoding: Encoding, format: PublicFormat) -> bytes:
+        return self.key.public_bytes(encoding, format)
+
+    def public_bytes_raw(self) -> bytes:
+        return self.key.public_bytes_raw()
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __copy__(self) -> CountingKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> CountingKey:
+        return self
+
+
+def test_a_certificate_seen_before_skips_only_its_signature_check() -> None:
+    """A speaker meets the same neighbours' certificates at every connection: the signature
+    is verified once per certificate; validity, key, overlay and bans are checked each time."""
+    key = CountingKey()
+    verifier = CertificateVerifier([key], OVERLAY)
+    for _ in range(3):
+        assert verifier.verify(CERT, noise_static=NOISE_STATIC, now=NOW).peer_id == PEER_ID
+    assert key.verified == 1
+    expired = refusal(CERT, verifier=verifier, now=NOW + CERT_LIFETIME + CLOCK_SKEW)
+    assert expired.reason is Reason.EXPIRED
+    assert refusal(CERT, verifier=verifier, noise_static=bytes(32)).reason is Reason.KEY_MISMATCH
+    verifier.ban(PEER_ID)
+    assert refusal(CERT, verifier=verifier).reason is Reason.BANNED
+    verifier.unban(PEER_ID)
+    tampered = bytearray(CERT)
+    tampered[CERT.index(PEER_ID)] ^= 1
+    assert refusal(bytes(tampered), verifier=verifier).reason is Reason.BAD_SIGNATURE
+    assert key.verified == 2
+    # Trust withdrawn and given again (a new key object): verified anew.
+    verifier.remove_trusted(key)
+    assert refusal(CERT, verifier=verifier).reason is Reason.UNKNOWN_SIGNER
+    again = CountingKey()
+    verifier.add_trusted(again)
+    verifier.verify(CERT, noise_static=NOISE_STATIC, now=NOW)
+    assert again.verified == 1
+
+
 def test_forged_signature_under_a_trusted_key_id() -> None:
     assert refusal(sign(body_fields(), key=OTHER_KEY)).reason is Reason.BAD_SIGNATURE
 
