@@ -4,6 +4,7 @@ end to end in tests/integration/test_swarm.py."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,19 @@ def test_a_failed_compile_says_why_and_leaves_nothing_behind(tmp_path: Path) -> 
         native.build(cache, modules=("cadenza/no_such_module.py",))
     assert "no_such_module" in str(info.value)
     assert list(cache.iterdir()) == []
+
+
+def test_pruning_keeps_the_builds_used_last_and_clears_abandoned_work(tmp_path: Path) -> None:
+    now = 1_000_000.0
+    ages = {"a": 50, "b": 10, "c": 40, "d": 20, "e": 30}  # seconds since last used
+    for name, age in ages.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "BUILT").write_text("x\n")
+        os.utime(tmp_path / name, (now - age, now - age))
+    for name, age in (("f.tmp12", 7200), ("g.tmp13", 60)):  # killed long ago / building now
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (now - age, now - age))
+    (tmp_path / "notes").write_text("a file, not a build")
+    removed = native.prune(tmp_path, keep=3, now=now)
+    assert sorted(p.name for p in removed) == ["a", "c", "f.tmp12"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "d", "e", "g.tmp13", "notes"]

@@ -14,8 +14,8 @@ simulator, for the cross-check.
 
 Workers run with ``PYTHONHASHSEED=0`` (string hashing is salted per process otherwise, and the
 order of sets of strings would differ between runs), on the hot modules compiled with mypyc
-(:mod:`cadenza.sim.native`: same source, same results, a fifth less time; the first run after a
-change compiles them, about a minute). ``--pure`` runs them interpreted.
+(:mod:`cadenza.sim.native`: same source, same results, a sixth less time; the first run after
+a change compiles them, about 50 s). ``--pure`` runs them interpreted.
 """
 
 from __future__ import annotations
