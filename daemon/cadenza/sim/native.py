@@ -5,7 +5,7 @@ scheduler), the chunk buffer and the stream's peer scheduling, the simulated net
 mypyc compiles those modules, from the same source, into C extensions; the bench's worker
 processes then import the package from the compiled copy (``PYTHONPATH``), so the speakers
 still run the code in this tree, only faster. The figures do not change: the same seed gives
-the same ``results.json``, byte for byte, compiled or not (``tests/unit/test_sim_native.py``).
+the same ``results.json``, byte for byte, compiled or not (``tests/integration/test_swarm.py``).
 
 :func:`build` copies the package (the ``cadenza`` this module belongs to) into a cache folder
 named after a digest of its sources, the list below, mypy's and Python's versions, compiles the
