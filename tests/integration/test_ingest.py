@@ -227,6 +227,20 @@ def test_a_copy_of_a_file_in_the_same_batch_is_one_track(
     assert service.catalog.stats()["tracks"] == 1
 
 
+def test_a_copy_of_a_broken_file_in_the_same_batch_fails_too(
+    broken: list[Path], service: Service, tmp_path: Path
+) -> None:
+    noise = broken[0]
+    copy = tmp_path / "copy of noise.flac"
+    copy.write_bytes(noise.read_bytes())
+
+    report = ingest([noise, copy], storage=service.storage, catalog=service.catalog)
+
+    assert report.added == [] and report.already_present == []
+    assert [p for p, _ in report.failed] == [noise, copy]
+    assert report.failed[1][1] == f"same content as {noise}, which failed"
+
+
 def test_broken_files_are_reported_by_name_and_the_rest_goes_on(
     library: Path, broken: list[Path], service: Service
 ) -> None:
@@ -247,6 +261,32 @@ def test_broken_files_are_reported_by_name_and_the_rest_goes_on(
     assert service.catalog.stats()["files"] == 3 * len(LIBRARY)
 
 
+def write_wav_bytes_name(folder: Path, name: bytes, seed: int) -> Path:
+    """A one-second WAV whose name is raw bytes (not necessarily UTF-8), as os.fsdecode
+    gives it back."""
+    path = os.path.join(os.fsencode(folder), name)
+    with open(path, "wb") as f:
+        soundfile.write(f, make_audio(1.0, 44100, 2, seed), 44100, format="WAV")
+    return Path(os.fsdecode(path))
+
+
+def test_a_file_name_that_is_not_utf8_is_ingested_with_the_rest(
+    service: Service, tmp_path: Path
+) -> None:
+    folder = tmp_path / "old disk"
+    folder.mkdir()
+    latin1 = write_wav_bytes_name(folder, b"caf\xe9.wav", 50)
+    plain = write_wav_bytes_name(folder, b"plain.wav", 51)
+
+    report = ingest([folder], storage=service.storage, catalog=service.catalog)
+
+    assert report.failed == []
+    assert [t.path for t in report.added] == [latin1, plain]
+    track = report.added[0].track
+    assert track.title == "caf\ufffd"
+    assert all(service.storage.verify(ref.file_id) for ref in track.files)
+
+
 def test_temporary_files_are_removed(
     library: Path,
     broken: list[Path],
@@ -265,15 +305,16 @@ def test_temporary_files_are_removed(
 # -- the command ------------------------------------------------------------------------
 
 
-def run_cli(*args: str | Path, data: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, data: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     code = "import sys; from cadenza.cli.ingest import main; sys.exit(main())"
-    env = {**os.environ, "CADENZA_DATA": str(data)}
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env={**os.environ, **(env or {}), "CADENZA_DATA": str(data)},
     )
 
 
@@ -306,6 +347,39 @@ def test_cli_exit_status_progress_and_summary(
         assert search_titles(catalog, "Aurora Borealis")
     finally:
         db.close()
+
+
+def test_cli_reports_each_odd_file_name_on_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    write_wav_bytes_name(folder, b"caf\xe9.wav", 60)
+    write_wav_bytes_name(folder, b"fine.wav", 61)
+    (folder / "two\nlines.wav").write_bytes(b"not audio")
+    (folder / "\x1b[2Jwipe.wav").write_bytes(b"not audio either")
+    (folder / "loop.wav").symlink_to("loop.wav")
+    (folder / "up").symlink_to("..")
+    # Strict, as under most locales: a name's undecodable bytes printed as they are would
+    # raise UnicodeEncodeError.
+    env = {"PYTHONIOENCODING": "utf-8:strict"}
+
+    out = run_cli(folder, data=tmp_path / "data", env=env)
+
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    *failures, summary = out.stdout.splitlines()
+    assert failures == [
+        "3 failed:",
+        f"  {folder}/loop.wav: cannot read: too many levels of symbolic links"
+        " (a symbolic link loop)",
+        f"  {folder}/\\x1b[2Jwipe.wav: cannot decode: Format not recognised",
+        f"  {folder}/two\\nlines.wav: cannot decode: Format not recognised",
+    ]
+    assert summary.startswith("5 files: 2 added, 0 already present, 3 failed")
+    progress = out.stderr.splitlines()
+    assert progress[0] == "ingesting 5 files"
+    assert [line.split("]")[0] for line in progress[1:]] == [f"[{i}/5" for i in range(1, 6)]
+    assert f"added: {folder}/caf\\xe9.wav (caf\ufffd)" in out.stderr
+    assert "\x1b" not in out.stderr
 
 
 def test_cli_usage_errors(tmp_path: Path) -> None:

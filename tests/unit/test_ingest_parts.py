@@ -151,6 +151,46 @@ def test_scan_reports_an_unreadable_folder(tmp_path: Path) -> None:
         locked.chmod(0o755)
 
 
+def test_a_file_name_that_is_not_utf8_is_found_read_and_decoded(tmp_path: Path) -> None:
+    # Latin-1 "café": the bytes a name from an old disk has, which UTF-8 cannot decode.
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav")
+    samples = tone(0.5, 44100)
+    with open(name, "wb") as f:
+        soundfile.write(f, samples, 44100, format="WAV", subtype="PCM_16")
+
+    errors: list[tuple[Path, str]] = []
+    assert scan([tmp_path], on_error=lambda p, r: errors.append((p, r))) == [
+        Path(os.fsdecode(name))
+    ]
+    assert errors == []
+    path = Path(os.fsdecode(name))
+    assert read_tags(path).title == "caf\ufffd"  # storable: valid UTF-8
+    assert decode(path).frames == len(samples)
+
+
+def test_scan_reports_symbolic_link_loops_as_loops_and_goes_on(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    (lib / "a.flac").write_bytes(b"x")
+    (lib / "sub" / "b.flac").write_bytes(b"x")
+    (lib / "loop.flac").symlink_to("loop.flac")  # ln -s loop.flac loop.flac
+    (lib / "loop").symlink_to("loop")  # no audio name: passed over in lib, reported if named
+    (lib / "sub" / "up").symlink_to("..")  # a folder link back to its parent
+    (lib / "sub" / "top").symlink_to(lib)
+    errors: list[tuple[Path, str]] = []
+
+    through_links = lib / "sub" / "up" / "sub" / "up" / "a.flac"  # lib/a.flac again
+    found = scan(
+        [lib, lib / "loop", through_links],
+        on_error=lambda p, r: errors.append((p, r)),
+    )
+
+    assert found == [lib / "a.flac", lib / "sub" / "b.flac"]
+    assert [p for p, _ in errors] == [lib / "loop.flac", lib / "loop"]
+    for _, reason in errors:
+        assert reason == "cannot read: too many levels of symbolic links (a symbolic link loop)"
+
+
 def test_source_hash_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
     path = tmp_path / "a.flac"
@@ -574,3 +614,37 @@ def test_progress_printer_on_a_terminal_and_in_a_log() -> None:
     assert "failed: x.flac: cannot decode" in text
     assert text.endswith("] 2/2  0:02  y.flac\x1b[K\n")
     assert "\r" in text and text.count("\n") == 2  # the failure line and the final newline
+
+
+def test_file_names_are_printed_escaped_one_line_each() -> None:
+    import io
+
+    from cadenza.cli.ingest import ProgressPrinter, bar_line
+    from cadenza.service.ingest import Progress
+
+    odd = Path(os.fsdecode(b"/music/new\nline \x1b[2Jcaf\xe9\r.flac"))
+    shown = "/music/new\\nline \\x1b[2Jcaf\\xe9\\r.flac"
+    events = [
+        Progress(0, 2, "scanned"),
+        Progress(1, 2, "failed", odd, "cannot decode: two\nlines", 1.0),
+        Progress(2, 2, "added", odd, "A\x07title", 2.0),
+    ]
+    log = io.StringIO()
+    printer = ProgressPrinter(log, tty=False)
+    for event in events:
+        printer(event)
+    assert log.getvalue().splitlines() == [
+        "ingesting 2 files",
+        f"[1/2] failed: {shown}: cannot decode: two\\nlines",
+        f"[2/2] added: {shown} (A\\x07title)",
+    ]
+
+    term = io.StringIO()
+    printer = ProgressPrinter(term, tty=True)
+    for event in events:
+        printer(event)
+    printer.close()
+    text = term.getvalue()
+    assert f"failed: {shown}: cannot decode: two\\nlines\n" in text
+    assert text.count("\n") == 2 and "\x1b[2J" not in text
+    assert bar_line(1, 2, 1.0, odd).endswith("  " + shown.rsplit("/", 1)[1])

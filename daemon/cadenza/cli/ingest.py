@@ -3,7 +3,9 @@
 Opens the data directory the service uses (``DATA/service.db``, ``DATA/storage``,
 ``DATA/keys/signing.key``, created if missing) and ingests every audio file in the paths
 (see :mod:`cadenza.service.ingest`). On a terminal, progress is one line redrawn in place;
-otherwise one line per file. Failures are listed by name, then a summary.
+otherwise one line per file. Failures are listed by name, then a summary. Names and
+reasons are printed with control characters and bytes that are not UTF-8 escaped
+(:func:`cadenza.service.ingest.printable`), so every file is reported on one line.
 
 Exit status: 0 if every file was added or already present, 1 if some failed (the others
 are still ingested) or the data directory cannot be opened, 2 for usage errors, 130 when
@@ -71,7 +73,10 @@ def ingest_main(args: argparse.Namespace) -> int:
         key: Ed25519PrivateKey = load_or_create_signing_key(data / "keys" / "signing.key")
         db = Database(data / "service.db")
     except (OSError, KeyFileError, sqlite3.Error) as e:
-        print(f"cadenza ingest: cannot open the data directory {data}: {e}", file=sys.stderr)
+        print(
+            f"cadenza ingest: cannot open the data directory {_printable(data)}: {_printable(e)}",
+            file=sys.stderr,
+        )
         return 1
     printer = ProgressPrinter(sys.stderr)
     try:
@@ -82,7 +87,7 @@ def ingest_main(args: argparse.Namespace) -> int:
         )
     except (IngestSetupError, StorageError, OSError, sqlite3.Error) as e:
         printer.close()
-        print(f"cadenza ingest: {e}", file=sys.stderr)
+        print(f"cadenza ingest: {_printable(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         printer.close()
@@ -94,7 +99,7 @@ def ingest_main(args: argparse.Namespace) -> int:
     if report.failed:
         print(f"{len(report.failed)} failed:")
         for path, reason in report.failed:
-            print(f"  {path}: {reason}")
+            print(f"  {_printable(path)}: {_printable(reason)}")
     print(report.summary())
     return 1 if report.failed else 0
 
@@ -129,10 +134,10 @@ class ProgressPrinter:
         elif event.status == "scanned":
             self.stream.write(f"ingesting {event.total} file{_s(event.total)}\n")
         else:
-            name = str(event.path)
-            detail = f": {event.detail}" if event.status == "failed" else ""
+            name = _printable(event.path)
+            detail = f": {_printable(event.detail)}" if event.status == "failed" else ""
             if event.status == "added" and event.detail:
-                detail = f" ({event.detail})"
+                detail = f" ({_printable(event.detail)})"
             self.stream.write(f"[{event.done}/{event.total}] {event.status}: {name}{detail}\n")
         self.stream.flush()
 
@@ -145,7 +150,7 @@ class ProgressPrinter:
     def _terminal(self, event: Progress) -> None:
         if event.status == "failed":
             self._clear()
-            self.stream.write(f"failed: {event.path}: {event.detail}\n")
+            self.stream.write(f"failed: {_printable(event.path)}: {_printable(event.detail)}\n")
         now = time.monotonic()
         final = event.done == event.total
         if now - self._last_draw < MIN_REDRAW_S and not final and event.status != "failed":
@@ -168,8 +173,16 @@ def bar_line(done: int, total: int, elapsed: float, path: Path | None) -> str:
     eta = ""
     if 0 < done < total:
         eta = f" ETA {_clock(elapsed / done * (total - done))}"
-    name = f"  {path.name}" if path is not None else ""
+    name = f"  {_printable(path.name)}" if path is not None else ""
     return f"[{bar}] {done}/{total}  {_clock(elapsed)}{eta}{name}"
+
+
+def _printable(text: object) -> str:
+    # Imported here, not at the top: this module is loaded to build the command line
+    # parser, and the ingest module brings numpy and soundfile with it.
+    from cadenza.service.ingest import printable
+
+    return printable(text)
 
 
 def _clock(seconds: float) -> str:

@@ -35,12 +35,14 @@ Decisions:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -81,6 +83,7 @@ __all__ = [
     "encode_vorbis",
     "ingest",
     "measure_loudness",
+    "printable",
     "read_tags",
     "scan",
     "source_hash",
@@ -151,37 +154,46 @@ def scan(
     skipping hidden files and folders (``.DS_Store``, macOS ``._`` shadow files). A path
     that is missing, unreadable or (named directly) not an audio file is passed to
     ``on_error(path, reason)`` (logged if there is none) and left out. Each file appears
-    once even if named twice.
+    once even if named twice. Symbolic links to folders are not followed inside a folder,
+    so a link to a parent cannot make the search endless; a link that loops is reported.
     """
 
     def fail(path: Path, reason: str) -> None:
         if on_error is not None:
             on_error(path, reason)
         else:
-            log.warning("%s: %s", path, reason)
+            log.warning("%s: %s", printable(path), reason)
 
     found: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
 
     def add(path: Path) -> None:
-        key = path.resolve()
+        # realpath, unlike Path.resolve, never raises: a link turned into a loop since
+        # it was looked at must not end the scan.
+        key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
             found.append(path)
 
     for arg in paths:
         path = Path(arg)
+        # One stat, not Path.is_dir/is_file/exists: those answer False for a symbolic
+        # link loop, which would then be reported as missing.
         try:
-            is_dir = path.is_dir()
-            is_file = path.is_file()
-            exists = is_dir or is_file or path.exists()
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            fail(path, "no such file or folder")
+            continue
         except OSError as e:
             fail(path, _os_reason(e))
             continue
-        if is_dir:
+        except ValueError:  # a NUL in the name, which no file can have
+            fail(path, "no such file or folder")
+            continue
+        if stat.S_ISDIR(mode):
             for file in _walk(path, fail):
                 add(file)
-        elif is_file:
+        elif stat.S_ISREG(mode):
             if path.suffix.lower() not in SOURCE_EXTENSIONS:
                 kind = f"'{path.suffix}'" if path.suffix else "without an extension"
                 fail(
@@ -194,10 +206,8 @@ def scan(
                 fail(path, "cannot read: permission denied")
             else:
                 add(path)
-        elif exists:
-            fail(path, "not a regular file or folder")
         else:
-            fail(path, "no such file or folder")
+            fail(path, "not a regular file or folder")
     return found
 
 
@@ -213,9 +223,18 @@ def _walk(top: Path, fail: Callable[[Path, str], None]) -> list[Path]:
             if name.startswith(".") or Path(name).suffix.lower() not in SOURCE_EXTENSIONS:
                 continue
             path = Path(folder) / name
+            # stat first: os.access answers False for any failure, and a symbolic link
+            # loop or a dangling link would be reported as "permission denied".
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as e:
+                fail(path, _os_reason(e))
+                continue
+            if not stat.S_ISREG(mode):
+                continue
             if not os.access(path, os.R_OK):
                 fail(path, "cannot read: permission denied")
-            elif path.is_file():
+            else:
                 files.append(path)
     return sorted(files)
 
@@ -285,7 +304,7 @@ def read_tags(path: Path) -> Tags:
     except Exception as e:
         # mutagen raises more than MutagenError on hostile input (struct.error,
         # IndexError, ...); tags are best effort, so any of them means "no tags".
-        log.debug("%s: unreadable tags: %s", path, e)
+        log.debug("%s: unreadable tags: %s", printable(path), e)
 
     def values(*keys: str) -> list[str]:
         for key in keys:
@@ -308,7 +327,9 @@ def read_tags(path: Path) -> Tags:
         found = values(*keys)
         return found[0] if found else None
 
-    title = first("title") or path.stem
+    # A name that is not UTF-8 holds lone surrogates (Python's stand-ins for its raw
+    # bytes), which SQLite and oggenc's --utf8 refuse; U+FFFD marks those bytes instead.
+    title = first("title") or os.fsencode(path.stem).decode("utf-8", "replace")
     artists = tuple(values("artist")) or (UNKNOWN_ARTIST,)
     album = first("album") or UNKNOWN_ALBUM
     album_artists = tuple(values("albumartist", "album artist", "album_artist")) or None
@@ -411,7 +432,9 @@ def decode(path: Path) -> Audio:
     stereo; rates above :data:`MAX_SAMPLE_RATE` are resampled (module docstring).
     """
     try:
-        with soundfile.SoundFile(path) as f:
+        # soundfile encodes a str name as strict UTF-8, which fails for names that are
+        # not UTF-8 (files from old Latin-1 disks); the bytes are the name the kernel has.
+        with soundfile.SoundFile(os.fsencode(path)) as f:
             rate, channels, declared = f.samplerate, f.channels, f.frames
             container = f.format
             if channels < 1:
@@ -755,8 +778,8 @@ def ingest(
         if item.duplicate_of is not None:
             if catalog.track_for_source(item.digest) is None:
                 fail(item.path, f"same content as {item.duplicate_of}, which failed")
-            else:
-                item.present = True
+                return
+            item.present = True
         if item.present:
             report.already_present.append(item.path)
             emit("already present", item.path)
@@ -768,7 +791,7 @@ def ingest(
             fail(item.path, str(e))
             return
         except Exception as e:
-            log.exception("%s: unexpected error", item.path)
+            log.exception("%s: unexpected error", printable(item.path))
             fail(item.path, f"unexpected error: {type(e).__name__}: {e}")
             return
         try:
@@ -795,7 +818,7 @@ def ingest(
             )
         except Exception as e:
             # A full disk or a catalog that refuses the tags fails this file, not the batch.
-            log.exception("%s: could not store the track", item.path)
+            log.exception("%s: could not store the track", printable(item.path))
             fail(item.path, f"could not store the track: {type(e).__name__}: {e}")
             return
         report.added.append(IngestedTrack(item.path, track))
@@ -859,7 +882,30 @@ def _prepare(path: Path, digest: str, workdir: Path, oggenc: str) -> _Prepared:
 # -- helpers ----------------------------------------------------------------------------
 
 
+def printable(text: object) -> str:
+    """``str(text)`` on one line and safe for a terminal: every character that is not
+    printable is written as a Python escape (a newline as ``\\n``, ESC as ``\\x1b``, a
+    right-to-left override as ``\\u202e``), and a byte of a file name that is not UTF-8
+    as ``\\xe9``. File names are anyone's bytes; in a report each must stay one line.
+    """
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else _escape(c) for c in s)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:
+        # os.fsdecode's stand-in for an undecodable byte: show the byte itself.
+        return f"\\x{code - 0xDC00:02x}"
+    return c.encode("unicode_escape").decode("ascii")
+
+
 def _os_reason(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        # strerror alone does not say the usual cause: a link that leads back to itself.
+        return "cannot read: too many levels of symbolic links (a symbolic link loop)"
     reason = e.strerror or str(e)
     return f"cannot read: {reason[0].lower()}{reason[1:]}" if reason else "cannot read"
 
