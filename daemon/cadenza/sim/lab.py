@@ -48,6 +48,11 @@ def drascula_tracks(n: int = TRACKS, folder: Path = DRASCULA) -> list[tuple[str,
     """The ``n`` shortest tracks as (name, seconds), in the bench's catalogue order."""
     import mutagen
 
+    if not any(folder.glob("*.ogg")):
+        raise SystemExit(
+            f"no Ogg Vorbis tracks in {folder}: install Debian's drascula-music"
+            " (apt-get install drascula-music)"
+        )
     lengths = sorted((mutagen.File(p).info.length, p.stem) for p in sorted(folder.glob("*.ogg")))[
         :n
     ]
