@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cadenza.protocol import frames as fr
+from cadenza.protocol.budget import Budget, MemoryPool
 from cadenza.protocol.connection import (
     INITIAL_WINDOW,
     MAX_CHANNELS,
@@ -22,6 +23,7 @@ from cadenza.protocol.connection import (
     HandshakeComplete,
     MessageReceived,
     MessageRejected,
+    PeerProven,
     PingReceived,
     PongReceived,
     Role,
@@ -29,7 +31,7 @@ from cadenza.protocol.connection import (
 )
 from cadenza.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from cadenza.protocol.frames import Pattern
-from cadenza.protocol.messages import BulkKind, Echo, ErrorReply, Priority
+from cadenza.protocol.messages import BulkKind, Echo, ErrorReply, Priority, encode
 from cadenza.protocol.noise import KeyPair
 
 SERVER_KEY = KeyPair.generate()
@@ -430,3 +432,195 @@ def test_memory_stays_bounded_under_a_flood_of_junk() -> None:
     assert peak < 1 << 20
     with pytest.raises(LocalProtocolError):
         server.receive_data(bytes(8 << 20))  # a caller that never drains is told so
+
+
+# --- hostile peers: budgets, the process pool, answer floods, replayed IK, progress ------------
+
+
+def _raw(sender: Connection, receiver: Connection, *frames: bytes) -> list[object]:
+    """Frames ``sender`` would never send, encrypted as one transport message for ``receiver``."""
+    assert sender._transport is not None
+    ct = sender._transport.encrypt(b"".join(frames))
+    receiver.receive_data(fr.LENGTH_PREFIX.pack(len(ct)) + ct)
+    return drain(receiver)
+
+
+def _fragment(cid: int, data: bytes, *, end: bool = False) -> bytes:
+    flags = fr.data_flags(0, bulk=False, end_message=end, end_channel=end)
+    return fr.encode_frame(fr.FrameType.DATA, flags, cid, data)
+
+
+def _budgeted_pair(b: Budget, pool: MemoryPool | None = None) -> tuple[Connection, Connection]:
+    client = Connection(Role.INITIATOR, CLIENT_KEY, payload=b"c")
+    server = Connection(Role.RESPONDER, SERVER_KEY, payload=b"s", budget=b, pool=pool)
+    pump(client, server)
+    return client, server
+
+
+SMALL = Budget(channels=4, message=4096, held=8192)
+
+
+def test_unfinished_fragments_past_the_held_budget_end_the_connection() -> None:
+    client, server = _budgeted_pair(SMALL)
+    assert _raw(client, server, _fragment(1, bytes(3000)), _fragment(3, bytes(3000))) == []
+    assert server.held == 6000
+    with pytest.raises(RemoteProtocolError, match="budget") as err:
+        _raw(client, server, _fragment(5, bytes(3000)))
+    assert err.value.code is ErrorCode.OVER_BUDGET
+    assert server.state is State.CLOSED
+    # It said why on its way out.
+    client.receive_data(server.data_to_send())
+    goaway = [e for e in drain(client) if isinstance(e, GoAway)]
+    assert goaway and goaway[0].code is ErrorCode.OVER_BUDGET
+
+
+def test_a_message_over_the_budget_size_is_refused_even_in_one_frame() -> None:
+    client, server = _budgeted_pair(SMALL)
+    cid = client.open_channel()
+    client.send_message(cid, Echo(bytes(5000)), end_channel=True)
+    with pytest.raises(RemoteProtocolError, match="size limit") as err:
+        pump(client, server)
+    assert err.value.code is ErrorCode.MESSAGE_TOO_LARGE
+
+
+def test_what_the_application_consumed_no_longer_counts_and_a_raised_budget_applies() -> None:
+    client, server = _budgeted_pair(SMALL)
+    for _ in range(4):
+        cid = client.open_channel()
+        client.send_message(cid, Echo(bytes(2500)), end_channel=True)
+        _, es = pump(client, server)
+        [ev] = es
+        assert isinstance(ev, MessageReceived)
+        server.consume(ev.channel, ev.size)
+    assert server.held == 0
+    # The budget's channels are a count of open ones: a fifth while four are open is refused.
+    client, server = _budgeted_pair(SMALL)
+    for _ in range(5):
+        cid = client.open_channel()
+        client.send_message(cid, Echo(b"x"))
+    ec, es = pump(client, server)
+    assert len([e for e in es if isinstance(e, MessageReceived)]) == 4
+    [refused] = [e for e in ec if isinstance(e, ChannelReset)]
+    assert refused.code is ErrorCode.TOO_MANY_CHANNELS and server.state is State.OPEN
+    # Once admitted, the peer may do what the new budget allows.
+    server.set_budget(Budget(channels=64, message=65536, held=1 << 20))
+    cid = client.open_channel()
+    client.send_message(cid, Echo(bytes(20_000)))
+    _, es = pump(client, server)
+    assert [type(e) for e in es] == [MessageReceived]
+
+
+def test_the_pool_sheds_the_connection_holding_the_most() -> None:
+    pool = MemoryPool(10_000)
+    big = Budget(channels=8, message=8192, held=8192)
+    client_a, a = _budgeted_pair(big, pool)
+    client_b, b = _budgeted_pair(big, pool)
+    shed: list[str] = []
+    a.on_shed = shed.append
+    _raw(client_a, a, _fragment(1, bytes(6000)))
+    _raw(client_b, b, _fragment(1, bytes(3000)))
+    assert pool.total == 9000
+    # b grows past the pool's limit: a, holding the most, goes; b stays.
+    _raw(client_b, b, _fragment(3, bytes(2000)))
+    assert shed and "shed" in shed[0]
+    assert a.state is State.CLOSED and b.state is State.OPEN
+    assert pool.total == 5000 == b.held
+    # When the one holding the most is the one asking, it is the one refused.
+    client_c, c = _budgeted_pair(big, pool)
+    _raw(client_c, c, _fragment(1, bytes(3000)))
+    with pytest.raises(RemoteProtocolError, match="shed"):
+        _raw(client_b, b, _fragment(5, bytes(2500)))
+    assert c.state is State.OPEN and pool.total == 3000  # a closed one leaves nothing behind
+    assert pool.shed_count == 1
+
+
+def test_a_peer_that_pings_faster_than_it_reads_the_pongs_is_dropped() -> None:
+    client, server = _budgeted_pair(SMALL)
+    ping = fr.ping(bytes(8))
+    with pytest.raises(RemoteProtocolError, match="faster than it reads") as err:
+        for _ in range(40):  # 40 x 100 pings, never reading a pong
+            _raw(client, server, ping * 100)
+    assert err.value.code is ErrorCode.OVER_BUDGET
+    # One that reads its pongs may ping as often as it likes.
+    client, server = _budgeted_pair(SMALL)
+    for _ in range(40):
+        _raw(client, server, ping * 100)
+        server.data_to_send()
+
+
+def test_channel_refusals_are_answers_too() -> None:
+    client, server = _budgeted_pair(SMALL)
+    echo = encode(Echo(b"x"))
+    frames = [_fragment(cid, echo, end=True) for cid in range(1, 2 * 3000, 2)]
+    with pytest.raises(RemoteProtocolError, match="faster than it reads"):
+        for i in range(0, len(frames), 500):
+            _raw(client, server, *frames[i : i + 500])
+    # Malformed messages, each refused with a RESET of its channel, likewise.
+    client, server = _budgeted_pair(SMALL)
+    junk = [_fragment(cid, b"\xc1", end=True) for cid in range(1, 2 * 3000, 2)]
+    with pytest.raises(RemoteProtocolError, match="faster than it reads"):
+        for i in range(0, len(junk), 500):
+            _raw(client, server, *junk[i : i + 500])
+
+
+def test_a_replayed_ik_first_message_is_never_proven_live() -> None:
+    client = Connection(Role.INITIATOR, CLIENT_KEY, remote_static=SERVER_KEY.public, payload=b"c")
+    first_flight = client.data_to_send()
+    server = Connection(Role.RESPONDER, SERVER_KEY, payload=b"s")
+    server.receive_data(first_flight)
+    [hc] = drain(server)
+    assert isinstance(hc, HandshakeComplete) and hc.remote_static == CLIENT_KEY.public
+    assert not server.peer_proven
+    # The genuine initiator proves itself by answering anything of ours (here our PING).
+    server.send_ping(b"accepted")
+    ec, es = pump(client, server)
+    assert any(isinstance(e, PingReceived) for e in ec)
+    assert isinstance(es[0], PeerProven) and server.peer_proven
+    # The same first flight replayed to another responder: a handshake, never proof. The
+    # replayer holds no key of the session, so whatever it sends next fails to decrypt.
+    replayed = Connection(Role.RESPONDER, SERVER_KEY, payload=b"s")
+    replayed.receive_data(first_flight)
+    assert [type(e) for e in drain(replayed)] == [HandshakeComplete]
+    replayed.send_ping(b"accepted")
+    replayed.data_to_send()
+    assert not replayed.peer_proven
+    bogus = bytes(48)
+    replayed.receive_data(fr.LENGTH_PREFIX.pack(len(bogus)) + bogus)
+    with pytest.raises(RemoteProtocolError):
+        drain(replayed)
+    assert not replayed.peer_proven
+
+
+def test_xx_proves_liveness_within_the_handshake() -> None:
+    _, server, _, es = pair()
+    assert server.peer_proven and not any(isinstance(e, PeerProven) for e in es)
+
+
+def test_progress_is_whole_messages_not_bytes() -> None:
+    client, server = _open_pair()
+    before = server.messages_in
+    cid = client.open_channel()
+    client.send_message(cid, Echo(bytes(30_000)))
+    data = client.data_to_send()
+    for i in range(len(data) - 1):
+        server.receive_data(data[i : i + 1])
+        assert drain(server) == []
+    assert server.messages_in == before
+    server.receive_data(data[-1:])
+    assert [type(e) for e in drain(server)] == [MessageReceived]
+    assert server.messages_in == before + 1
+
+
+def test_tiny_fragments_cost_their_bytes_not_an_object_each() -> None:
+    client, server = _budgeted_pair(Budget(channels=4, message=300_000, held=300_000))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        one_byte = _fragment(1, b"x")
+        for _ in range(20):
+            _raw(client, server, one_byte * 5000)  # 100,000 one-byte fragments
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert server.held == 100_000
+    assert held < 400_000  # a bytes object per fragment would be ~3.5 MB

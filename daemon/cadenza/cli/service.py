@@ -73,8 +73,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve_main(args: argparse.Namespace) -> int:
     from cadenza.service.serve import ServeConfig, run_service
+    from cadenza.system.systemd import setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO, identifier="cadenza-serve")
     config = ServeConfig(
         data=data_dir(args),
         listen=args.listen,

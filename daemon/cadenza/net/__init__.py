@@ -23,6 +23,7 @@ from ._errors import (
     RequestError,
     RequestFailed,
 )
+from ._gate import PEER_GATE, SERVICE_GATE, GateLimits
 from ._serve import OnConnection, serve_connections
 from ._util import single_errors
 
@@ -30,12 +31,15 @@ __all__ = [
     "HANDSHAKE_TIMEOUT",
     "IDLE_TIMEOUT",
     "KEEPALIVE_INTERVAL",
+    "PEER_GATE",
     "REQUEST_TIMEOUT",
+    "SERVICE_GATE",
     "Bulk",
     "Channel",
     "ChannelEnded",
     "ChannelReset",
     "ConnectionLost",
+    "GateLimits",
     "Handler",
     "HandshakeFailed",
     "Identity",

@@ -22,6 +22,7 @@ from typing import Any, Final
 import trio
 
 from cadenza.protocol import connection as sansio
+from cadenza.protocol.budget import Budget
 from cadenza.protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from cadenza.protocol.messages import ErrorReply, Message, Priority
 from cadenza.protocol.noise import KeyPair
@@ -226,12 +227,16 @@ class PeerConnection:
         self._progress = trio.lowlevel.ParkingLot()
         self._closed = trio.Event()
         self._accepted = trio.Event()
-        self._last_rx = trio.current_time()
+        self._last_rx = trio.current_time()  # bytes: when the next keepalive ping is due
+        self._last_progress = self._last_rx  # whole messages: when a silent peer is dropped
         self._ping_sent_at: float | None = None
         self._pong = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._lost: ConnectionLost | None = None
         self._refusal: str | None = None
+        # Told when the application admits the peer (the listener's gate counts strangers).
+        self._on_admit: Callable[[], None] | None = None
+        sansio_conn.on_shed = self.abort
         self.remote_static = b""
         self.remote_payload = b""
         self.peer_info: Any = None
@@ -312,6 +317,15 @@ class PeerConnection:
         """Abrupt close: drop the socket now; everything pending fails with ConnectionLost."""
         self._shutdown(ConnectionLost(reason))
 
+    def admit(self, budget: Budget | None = None) -> None:
+        """The application takes the peer in (it logged in, or was admitted as a neighbour):
+        it is no longer a stranger at the listener, and may hold ``budget`` from now on."""
+        if budget is not None:
+            self._sansio.set_budget(budget)
+        on_admit, self._on_admit = self._on_admit, None
+        if on_admit is not None:
+            on_admit()
+
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
@@ -343,6 +357,7 @@ class PeerConnection:
                         await self._handshake()
                 except trio.TooSlowError:
                     raise HandshakeFailed("handshake timed out") from None
+                self._last_progress = self._last_rx
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._keepalive_loop)
                 task_status.started(self)
@@ -372,10 +387,17 @@ class PeerConnection:
                     self.remote_payload = ev.remote_payload
                     await self._check_peer(ev)
                     if not initiator:
-                        # Our accept: the first frame after the handshake is a PING.
+                        # Our accept: the first frame after the handshake is a PING. Its PONG
+                        # is also what proves an IK initiator live (below).
                         conn.send_ping(b"accepted")
                         self._kick()
-                        return
+                        if conn.peer_proven:
+                            return
+                elif isinstance(ev, sansio.PeerProven):
+                    # Not a replay of someone's first IK message: only the key holder could
+                    # encrypt to the ephemeral key of our reply. Frames that came with the
+                    # proof stay queued for the reader.
+                    return
                 elif isinstance(ev, sansio.GoAway):
                     raise HandshakeFailed(f"refused by peer: {ev.reason or ev.code.name}")
                 elif isinstance(ev, sansio.PingReceived) and initiator:
@@ -413,6 +435,7 @@ class PeerConnection:
     async def _reader(self) -> None:
         conn = self._sansio
         eof = False
+        seen = conn.messages_in
         try:
             while True:
                 # Drain first: bytes that arrived with the handshake's last message are buffered.
@@ -421,6 +444,9 @@ class PeerConnection:
                     if ev is sansio.NEED_DATA:
                         break
                     self._dispatch(ev)
+                if conn.messages_in != seen:
+                    seen = conn.messages_in
+                    self._last_progress = self._last_rx
                 # Channels may have ended: whoever waits for a free channel slot looks again.
                 self._progress.unpark_all()
                 if conn.wants_write:
@@ -517,17 +543,25 @@ class PeerConnection:
 
     async def _keepalive_loop(self) -> None:
         # The dialling side pings an idle link; the accepting side only watches for silence.
+        # Silence is the absence of whole messages (progress), not of bytes: a peer trickling
+        # one message a byte at a time is silent.
         pings = self._sansio.role is sansio.Role.INITIATOR
-        wake_after = self._keepalive if pings else self._idle_timeout
         slack = min(PING_SLACK, self._keepalive / 10)
-        deadline = self._last_rx + wake_after
+
+        def next_wake() -> float:
+            if pings:
+                return self._last_rx + self._keepalive
+            return self._last_progress + self._idle_timeout
+
+        deadline = next_wake()
         while True:
             await trio.sleep_until(deadline)
             now = trio.current_time()
             # Compared as sums, the way the deadline was computed: ``now - last >= interval``
             # can be false by a rounding error at the very deadline, and the loop would spin.
-            if now >= self._last_rx + self._idle_timeout:
-                self._lost = ConnectionLost(f"peer silent for {now - self._last_rx:.0f} s")
+            if now >= self._last_progress + self._idle_timeout:
+                silent = now - self._last_progress
+                self._lost = ConnectionLost(f"peer silent for {silent:.0f} s")
                 self._shutdown(self._lost)
                 return
             if pings and now >= self._last_rx + self._keepalive - slack:
@@ -537,9 +571,10 @@ class PeerConnection:
                     self._kick()
                 # Check again after another interval (capped by the idle deadline): the next
                 # ping is due then if nothing but this one's pong came meanwhile.
-                deadline = now + min(self._keepalive, self._idle_timeout - (now - self._last_rx))
+                left = self._idle_timeout - (now - self._last_progress)
+                deadline = now + min(self._keepalive, left)
             else:
-                deadline = self._last_rx + wake_after
+                deadline = next_wake()
 
     # --- internals used by Channel ---
 
@@ -627,6 +662,9 @@ class PeerConnection:
             return
         self._lost = self._lost or reason
         self._sansio.close()
+        # Both point back at us: no cycle may outlive the connection.
+        self._sansio.on_shed = None
+        self._on_admit = None
         for ch in list(self._channels.values()):
             ch._lost = self._lost
             ch._wake()

@@ -9,6 +9,7 @@ from typing import Final
 import trio
 
 from cadenza.protocol import connection as sansio
+from cadenza.protocol.budget import UNLIMITED, Budget, MemoryPool
 
 from . import _transport
 from ._connection import (
@@ -40,11 +41,14 @@ async def connect(
     keepalive: float = KEEPALIVE_INTERVAL,
     idle_timeout: float = IDLE_TIMEOUT,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    budget: Budget = UNLIMITED,
+    pool: MemoryPool | None = None,
 ) -> PeerConnection:
     """Dial ``host:port`` and run the connection in ``nursery``; returns once authenticated.
 
     ``remote_static`` (the responder's known Noise key) selects the 1-RTT IK handshake
-    and pins the peer's identity; without it, XX (and ``verify`` decides).
+    and pins the peer's identity; without it, XX (and ``verify`` decides). ``budget`` and
+    ``pool`` bound what the peer's own channels may make us hold (cadenza.protocol.budget).
     Raises :class:`HandshakeFailed` if the peer is unreachable or either side refuses.
     """
     try:
@@ -61,6 +65,8 @@ async def connect(
             identity.static,
             remote_static=remote_static,
             payload=identity.payload,
+            budget=budget,
+            pool=pool,
         ),
         handler=handler,
         verify=verify,

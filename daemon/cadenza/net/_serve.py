@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Protocol
 
 import trio
 
 from cadenza.protocol import connection as sansio
+from cadenza.protocol.budget import UNLIMITED, Budget, MemoryPool
 
 from . import _transport
 from ._connection import (
@@ -21,6 +23,7 @@ from ._connection import (
     Verifier,
 )
 from ._errors import ConnectionLost, HandshakeFailed
+from ._gate import Gate, GateLimits, Refused
 from ._util import single_errors
 
 log = logging.getLogger("cadenza.net")
@@ -48,6 +51,9 @@ async def serve_connections(
     keepalive: float = KEEPALIVE_INTERVAL,
     idle_timeout: float = IDLE_TIMEOUT,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    gate: GateLimits | None = None,
+    budget: Budget = UNLIMITED,
+    pool: MemoryPool | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve every connection until cancelled.
@@ -57,20 +63,41 @@ async def serve_connections(
     speaker's handshake payload carries a certificate that is renewed). A peer that fails
     the handshake or ``verify`` is logged and dropped; it never reaches ``handler`` or
     ``on_connection``.
+
+    ``gate`` caps connections per source address and in total, and strangers (not yet
+    :meth:`~PeerConnection.admit`-ted by the application) harder; ``budget`` is what each
+    new connection's peer may make us hold until it is admitted, ``pool`` what all of them
+    together may (see :mod:`cadenza.protocol.budget`).
     """
     listeners = await _transport.open_tcp_listeners(port, host)
+    the_gate = Gate(gate) if gate is not None else None
 
     async def serve_one(stream: trio.SocketStream) -> None:
         me = identity() if callable(identity) else identity
         conn = PeerConnection(
             stream,
-            sansio.Connection(sansio.Role.RESPONDER, me.static, payload=me.payload),
+            sansio.Connection(
+                sansio.Role.RESPONDER, me.static, payload=me.payload, budget=budget, pool=pool
+            ),
             handler=handler,
             verify=verify,
             keepalive=keepalive,
             idle_timeout=idle_timeout,
             handshake_timeout=handshake_timeout,
         )
+        if the_gate is not None:
+            address = conn.remote_address[0] if conn.remote_address else ""
+            try:
+                victim = the_gate.arrive(conn, address)
+            except Refused as exc:
+                log.info("refused connection from %s: %s", address, exc)
+                conn.abort(f"refused: {exc}")
+                await trio.aclose_forcefully(stream)
+                return
+            if isinstance(victim, PeerConnection):
+                log.info("shed connection from %s: too many unauthenticated", victim.remote_address)
+                victim.abort("shed: too many connections waiting to authenticate")
+            conn._on_admit = partial(the_gate.authenticated, conn)
         try:
             if on_connection is not None:
                 conn._hold_handlers()
@@ -85,6 +112,8 @@ async def serve_connections(
             log.debug("connection from %s lost: %s", conn.remote_address, exc)
         finally:
             conn.abort("server shutting down")
+            if the_gate is not None:
+                the_gate.left(conn)
 
     await trio.serve_listeners(serve_one, listeners, task_status=task_status)
 

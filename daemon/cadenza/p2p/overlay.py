@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cadenza import blocking, net
 from cadenza.cache.store import Cache, CacheError
 from cadenza.net import mdns
-from cadenza.protocol import api
+from cadenza.protocol import api, budget
 from cadenza.protocol.admission import Admitted, admit_peer, hello_payload
 from cadenza.protocol.certificate import (
     CertificateError,
@@ -86,6 +86,9 @@ MAX_DIALS_PER_FIND = 6
 # 2 h for TCP) and costs a Raspberry Pi 3 wake-ups a minute at 30 neighbours.
 PEER_KEEPALIVE = 600.0
 PEER_IDLE_TIMEOUT = 1800.0
+# What all peer connections together may make a speaker hold (budget.py): 60 neighbours at
+# their budget's full 256 KiB is 15 MiB; a Pi's unit is capped at 256 MiB.
+POOL_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class Overlay:
         self.uploads: UploadQueue[object] = UploadQueue(config.max_uploads)
         self.bucket = TokenBucket(float(config.upload_rate), max(256 * 1024, config.upload_rate))
         self.dials = DialLimiter()
+        self.pool = budget.MemoryPool(POOL_LIMIT)
         self.traffic = Traffic()
         self.lan_peers: dict[str, _LanPeer] = {}
         self.lan_name = secrets.token_hex(6)  # a pseudonym on the LAN, new at each start
@@ -201,6 +205,9 @@ class Overlay:
                 on_connection=self._on_inbound,
                 keepalive=PEER_KEEPALIVE,
                 idle_timeout=PEER_IDLE_TIMEOUT,
+                gate=net.PEER_GATE,
+                budget=budget.PEER,
+                pool=self.pool,
             )
             try:
                 listeners = await nursery.start(partial(serve, port=self.config.port))
@@ -273,6 +280,7 @@ class Overlay:
         if link is None:
             conn.abort("refused")
             return
+        conn.admit()
         task_status.started()  # the peer's requests are served from now on, as a neighbour's
         await conn.wait_closed()
 
@@ -372,6 +380,8 @@ class Overlay:
                     handshake_timeout=DIAL_TIMEOUT,
                     keepalive=PEER_KEEPALIVE,
                     idle_timeout=PEER_IDLE_TIMEOUT,
+                    budget=budget.PEER,
+                    pool=self.pool,
                 )
                 link = self._link_for(conn, outbound=True)
                 if link is None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
 from . import frames as fr
 from . import messages
+from .budget import UNLIMITED, Budget, MemoryPool
 from .errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .frames import FRAME_HEADER, LENGTH_PREFIX, MAX_PLAINTEXT, FrameType, Pattern
 from .messages import Message, Priority
@@ -38,8 +40,8 @@ PROLOGUE: Final = b"cadenza/1"
 # plus the bandwidth-delay product) or an urgent channel stalls on credit while less urgent
 # data fills the link; 512 KiB covers ~100 Mbit/s at 40 ms.
 INITIAL_WINDOW: Final = 512 * 1024
-# Channels a peer may have open towards us at once; more are refused, not queued. With the
-# window this bounds what a peer can make us buffer: 128 x 512 KiB.
+# Channels a peer may have open towards us at once; more are refused, not queued. The
+# connection's Budget (budget.py) lowers this, and bounds what those channels may hold.
 MAX_CHANNELS: Final = 128
 # The sum of all send queues; past this the caller is not applying backpressure.
 MAX_QUEUED: Final = 64 * 1024 * 1024
@@ -49,6 +51,10 @@ MAX_RECEIVE_BUFFER: Final = 4 * 1024 * 1024
 _REMEMBER_CLOSED: Final = 4096
 # Compact the receive buffer once this much has been consumed from its front.
 _COMPACT_AT: Final = 256 * 1024
+# Answers the peer's frames make us queue (pongs, refusals of its channels) that it has not
+# read yet. A peer that sends them faster than it reads the answers makes us hold memory for
+# nothing (HTTP/2's ping and reset floods); a legitimate one has a handful outstanding.
+MAX_ANSWERS_QUEUED: Final = 1024
 
 
 class Role(enum.Enum):
@@ -79,6 +85,13 @@ class HandshakeComplete:
     remote_payload: bytes
     handshake_hash: bytes
     pattern: Pattern
+
+
+@dataclass(frozen=True, slots=True)
+class PeerProven:
+    """The peer of an IK handshake we answered is live: its first transport message
+    decrypted. Until then it may be a recording of someone else's first message (a replay),
+    and must not be taken in. (XX proves liveness within the handshake: no such event.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +171,7 @@ class ConnectionClosed:
 
 Event = (
     HandshakeComplete
+    | PeerProven
     | MessageReceived
     | BulkReceived
     | ChannelEnded
@@ -171,13 +185,15 @@ Event = (
 
 
 class _RecvChannel:
-    __slots__ = ("bulk", "ended", "frag_bytes", "fragments", "priority", "unacked", "window")
+    __slots__ = ("bulk", "ended", "frag", "held", "priority", "unacked", "window")
 
     def __init__(self) -> None:
         self.window = INITIAL_WINDOW  # credit we still grant the peer
         self.unacked = 0  # consumed but not yet returned as WINDOW_UPDATE
-        self.fragments: list[bytes] = []
-        self.frag_bytes = 0
+        # The unfinished message: one buffer, so that a peer sending tiny fragments costs us
+        # the bytes it sent and not an object per fragment.
+        self.frag = bytearray()
+        self.held = 0  # received and not yet consumed (on the peer's channels only)
         self.bulk = False
         self.priority = 0
         self.ended = False
@@ -201,11 +217,15 @@ class Connection:
         remote_static: bytes | None = None,
         payload: bytes = b"",
         ephemeral: KeyPair | None = None,
+        budget: Budget = UNLIMITED,
+        pool: MemoryPool | None = None,
     ) -> None:
         """``remote_static`` (initiator only) selects IK; without it, XX.
 
         ``payload`` is sent encrypted in the handshake message that also
         carries our static key (the membership certificate rides here).
+        ``budget`` limits the channels the peer opens (raise it with :meth:`set_budget` as
+        the peer earns trust); ``pool`` is the process-wide bound they all count against.
         """
         self.role = role
         self.state = State.HANDSHAKE
@@ -238,6 +258,20 @@ class Connection:
         self.goaway_received = False
         self.bytes_in = 0
         self.bytes_out = 0
+        # Whole Noise messages read: progress, which an idle timer should count (a peer that
+        # trickles a message a byte at a time sends bytes, and makes none).
+        self.messages_in = 0
+        self.budget = budget
+        self.held = 0  # bytes on the peer's channels not yet consumed (see budget.py)
+        self._pool = pool
+        # Called when the pool sheds this connection, with why (the I/O layer closes it).
+        self.on_shed: Callable[[str], None] | None = None
+        # An IK responder has the peer's word (its first message) but not yet proof that the
+        # peer is live: a recorded first message replays byte for byte. Proof is the first
+        # transport message, which needs the ephemeral key of our reply.
+        self._proven = True
+        if pool is not None:
+            pool.join(self)
         if role is Role.INITIATOR:
             self._pattern = Pattern.IK if remote_static is not None else Pattern.XX
             self._hs = HandshakeState(
@@ -286,6 +320,7 @@ class Connection:
                         break
                     return NEED_DATA
                 start, end = span
+                self.messages_in += 1
                 # Decrypt straight out of the receive buffer; the views are released before
                 # the buffer is touched again.
                 with memoryview(self._rbuf) as view, view[start:end] as msg:
@@ -295,12 +330,16 @@ class Connection:
                         assert self._transport is not None
                         self._plain = memoryview(self._transport.decrypt(msg))
                         self._ppos = 0
+                        if not self._proven:
+                            self._proven = True
+                            self._events.append(PeerProven())
             return self._events.popleft()
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
         except ProtocolError:
             self.state = State.CLOSED
+            self._release_all()
             raise
 
     def _fail(self, exc: RemoteProtocolError) -> None:
@@ -315,6 +354,7 @@ class Connection:
             if ct is not None:
                 self._out.append(LENGTH_PREFIX.pack(len(ct)) + ct)
         self.state = State.CLOSED
+        self._release_all()
 
     def _next_noise_message(self) -> tuple[int, int] | None:
         buf = self._rbuf
@@ -388,6 +428,7 @@ class Connection:
         if remote is None:
             raise RemoteProtocolError("handshake completed without a remote static key")
         self.state = State.OPEN
+        self._proven = not (self.role is Role.RESPONDER and self._pattern is Pattern.IK)
         self._events.append(
             HandshakeComplete(bytes(remote), self._remote_payload, hs.handshake_hash, self._pattern)
         )
@@ -435,10 +476,10 @@ class Connection:
             if cid in self._recently_closed:
                 return  # the peer's channel we already closed or reset: late data is dropped
             self._highest_remote = max(self._highest_remote, cid)
-            if self._remote_open >= MAX_CHANNELS or self.goaway_sent:
+            if self._remote_open >= min(MAX_CHANNELS, self.budget.channels) or self.goaway_sent:
                 why = "shutting down" if self.goaway_sent else "too many channels"
                 code = ErrorCode.REFUSED if self.goaway_sent else ErrorCode.TOO_MANY_CHANNELS
-                self._sched.push_urgent(fr.reset(cid, code, why))
+                self._answer(fr.reset(cid, code, why))
                 self._remember_closed(cid)
                 return
             ch = _Channel(SendChannel(cid, INITIAL_WINDOW), _RecvChannel(), local=False)
@@ -455,7 +496,10 @@ class Connection:
                 code=ErrorCode.FLOW_CONTROL_ERROR,
             )
         rc.window -= n
-        if not rc.fragments:
+        if not ch.local:
+            self._hold(rc, cid, n)
+        frag = rc.frag
+        if not frag:
             rc.bulk = bool(flags & fr.BULK)
             rc.priority = (flags & fr.PRIORITY_MASK) >> fr.PRIORITY_SHIFT
         end_message = bool(flags & fr.END_MESSAGE)
@@ -464,23 +508,30 @@ class Connection:
             raise RemoteProtocolError("END_CHANNEL without END_MESSAGE")
         if end_channel:
             rc.ended = True
+        limit = messages.MAX_MESSAGE_SIZE if ch.local else self.budget.message
         if not end_message:
             if n == 0:
                 raise RemoteProtocolError("empty non-final fragment")
-            rc.fragments.append(bytes(payload))
-            rc.frag_bytes += n
-            if rc.frag_bytes > messages.MAX_MESSAGE_SIZE:
-                raise RemoteProtocolError(f"message on channel {cid} exceeds the size limit")
+            frag += payload
+            if len(frag) > limit:
+                raise RemoteProtocolError(
+                    f"message on channel {cid} exceeds the size limit ({limit} bytes)",
+                    code=ErrorCode.MESSAGE_TOO_LARGE,
+                )
             return
-        if rc.fragments:
-            rc.fragments.append(bytes(payload))
-            body = memoryview(b"".join(rc.fragments))
-            size = rc.frag_bytes + n
-            rc.fragments = []
-            rc.frag_bytes = 0
+        if frag:
+            frag += payload
+            body = memoryview(frag)
+            size = len(frag)
+            rc.frag = bytearray()
         else:
             body = payload
             size = n
+        if size > limit:
+            raise RemoteProtocolError(
+                f"message on channel {cid} exceeds the size limit ({limit} bytes)",
+                code=ErrorCode.MESSAGE_TOO_LARGE,
+            )
         if size == 0 and end_channel:
             self._events.append(ChannelEnded(cid, opened))
             self._maybe_forget(cid)
@@ -505,9 +556,54 @@ class Connection:
         if end_channel:
             self._maybe_forget(cid)
 
+    def _hold(self, rc: _RecvChannel, cid: int, n: int) -> None:
+        """The peer's channel ``cid`` makes us hold ``n`` more bytes, within its budget."""
+        if self.held + n > self.budget.held:
+            raise RemoteProtocolError(
+                f"peer made us hold more than its budget of {self.budget.held} bytes"
+                f" (channel {cid})",
+                code=ErrorCode.OVER_BUDGET,
+            )
+        if self._pool is not None:
+            self._pool.charge(self, n)
+        self.held += n
+        rc.held += n
+
+    def _unhold(self, rc: _RecvChannel, n: int) -> None:
+        if n > rc.held:
+            n = rc.held
+        if n:
+            rc.held -= n
+            self.held -= n
+            if self._pool is not None:
+                self._pool.release(self, n)
+
+    def set_budget(self, budget: Budget) -> None:
+        """What the peer may make us hold from now on (after login or admission)."""
+        self.budget = budget
+
+    def shed(self, reason: str) -> None:
+        """The process-wide pool drops this connection to make room (see budget.py)."""
+        self._fail(RemoteProtocolError(reason, code=ErrorCode.OVER_BUDGET))
+        self._release_all()
+        if self.on_shed is not None:
+            self.on_shed(reason)
+
+    def _release_all(self) -> None:
+        if self._pool is not None:
+            self._pool.leave(self)
+            self._pool = None
+        self.held = 0
+
+    @property
+    def peer_proven(self) -> bool:
+        """False only while an IK initiator has not yet shown it is live (see PeerProven)."""
+        return self.state is State.OPEN and self._proven
+
     def _reject(self, cid: int, error: str, size: int) -> None:
         self.consume(cid, size)
-        self.reset_channel(cid, ErrorCode.PROTOCOL_ERROR, error[: fr.MAX_REASON])
+        if self._remove(cid) is not None:
+            self._answer(fr.reset(cid, ErrorCode.PROTOCOL_ERROR, error[: fr.MAX_REASON]))
         self._events.append(MessageRejected(cid, error))
 
     def _on_window_update(self, cid: int, payload: memoryview) -> None:
@@ -540,7 +636,7 @@ class Connection:
         if flags & fr.ACK:
             self._events.append(PongReceived(bytes(payload)))
         else:
-            self._sched.push_urgent(fr.ping(bytes(payload), ack=True))
+            self._answer(fr.ping(bytes(payload), ack=True))
             self._events.append(PingReceived(bytes(payload)))
 
     def _on_goaway(self, cid: int, payload: memoryview) -> None:
@@ -551,6 +647,14 @@ class Connection:
         reason = fr.parse_reason(payload[5:])
         self.goaway_received = True
         self._events.append(GoAway(last, code, reason))
+
+    def _answer(self, frame: bytes) -> None:
+        if self._sched.urgent_frames >= MAX_ANSWERS_QUEUED:
+            raise RemoteProtocolError(
+                "peer sends pings or channels faster than it reads our answers",
+                code=ErrorCode.OVER_BUDGET,
+            )
+        self._sched.push_urgent(frame)
 
     def _maybe_forget(self, cid: int) -> None:
         ch = self._channels.get(cid)
@@ -567,6 +671,7 @@ class Connection:
         else:
             self._remote_open -= 1
             self._remember_closed(cid)
+            self._unhold(ch.recv, ch.recv.held)
         return ch
 
     def _remember_closed(self, cid: int) -> None:
@@ -651,6 +756,8 @@ class Connection:
         if ch is None or nbytes <= 0:
             return
         rc = ch.recv
+        if not ch.local:
+            self._unhold(rc, nbytes)
         rc.unacked += nbytes
         # Top up once half the window is used, not per message: a reply that fits in half a
         # window (a request for chunks) needs no update at all, and a long transfer still has
@@ -746,3 +853,4 @@ class Connection:
     def close(self) -> None:
         """Mark the connection closed locally (after an error or the transport went away)."""
         self.state = State.CLOSED
+        self._release_all()

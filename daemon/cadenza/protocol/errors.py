@@ -24,6 +24,7 @@ class ErrorCode(IntEnum):
     AUTHENTICATION_FAILED = 7
     TIMEOUT = 8
     MESSAGE_TOO_LARGE = 9
+    OVER_BUDGET = 10  # the peer made us hold more than its budget allows
 
 
 class ProtocolError(Exception):

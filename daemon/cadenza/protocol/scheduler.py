@@ -77,6 +77,10 @@ class SendScheduler:
         self._urgent.append(frame)
         self.queued_bytes += len(frame)
 
+    @property
+    def urgent_frames(self) -> int:
+        return len(self._urgent)
+
     def push(
         self,
         ch: SendChannel,

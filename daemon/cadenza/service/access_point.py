@@ -24,14 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cadenza import blocking, links, net
-from cadenza.protocol import api
+from cadenza.protocol import api, budget
 from cadenza.protocol.admission import hello_payload, read_hello
 from cadenza.protocol.certificate import CERT_LIFETIME, CertificateIssuer
 from cadenza.protocol.manifest import chunk_count
 from cadenza.protocol.messages import BulkKind, ErrorReply, Message
 from cadenza.protocol.noise import KeyPair
 
-from .accounts import Accounts, AuthFailed, LoginThrottle, Revoked
+from .accounts import Accounts, Attempt, AuthFailed, LoginThrottle, Revoked
 from .catalog import Album, Artist, Catalog, NotFound, Track, UnsupportedLink
 from .db import Database
 from .playlists import Playlist, Playlists
@@ -50,6 +50,17 @@ BAN_DURATION = 24 * 3600.0
 BAN_POLL_INTERVAL = 5.0
 # Chunks read from disk per batch when streaming a GetChunks reply.
 READ_BATCH = 16
+# A connection must log in this long after it is accepted (handshake included), or it is
+# dropped: a speaker logs in within a round trip or two of connecting; a stranger that does
+# not should not hold a connection (OpenSSH's LoginGraceTime, for machines).
+LOGIN_TIMEOUT = 20.0
+# Password checks (scrypt: 16 MiB, tens of ms each) run at most this many at once, and at
+# most this many wait; more are told the service is busy. Device credentials are not held.
+MAX_PASSWORD_CHECKS = 2
+MAX_PASSWORD_QUEUE = 16
+# What the peers of all connections together may make the access point hold (budget.py):
+# far above what thousands of logged-in speakers hold (they consume their requests at once).
+POOL_LIMIT = 64 * 1024 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
@@ -79,6 +90,7 @@ class Session:
     p2p_port: int = 0
     logged_in: bool = False
     started: float = field(default_factory=time.time)
+    admitted: trio.Event = field(default_factory=trio.Event)
 
     @property
     def observed(self) -> tuple[str, int]:
@@ -114,6 +126,8 @@ class AccessPoint:
         self.signing_public = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.tracker: Tracker[Session] = Tracker()
         self.throttle = LoginThrottle()
+        self._password_checks = trio.Semaphore(MAX_PASSWORD_CHECKS)
+        self.pool = budget.MemoryPool(POOL_LIMIT)
         self.sessions: dict[net.PeerConnection, Session] = {}
         self._by_peer: dict[bytes, Session] = {}
         self._by_device: dict[str, Session] = {}
@@ -150,6 +164,9 @@ class AccessPoint:
                     port=port,
                     verify=self._verify_client,
                     on_connection=self._session,
+                    gate=net.SERVICE_GATE,
+                    budget=budget.PRE_AUTH,
+                    pool=self.pool,
                 )
             )
             nursery.start_soon(self._poll_bans)
@@ -171,6 +188,11 @@ class AccessPoint:
         session = self._session_for(conn)
         task_status.started()  # requests are handled from now on
         try:
+            with trio.move_on_after(LOGIN_TIMEOUT):
+                await session.admitted.wait()
+            if not session.logged_in:
+                log.info("dropped connection from %s: no login in time", session.observed[0])
+                conn.abort(f"no login within {LOGIN_TIMEOUT:.0f} s")
             await conn.wait_closed()
         finally:
             self._end(session)
@@ -208,18 +230,43 @@ class AccessPoint:
     # --- login and certificates ----------------------------------------------------------------
 
     async def _login(self, session: Session, req: api.Login) -> Message:
-        now = time.time()
         host, _ = session.observed
-        keys = [f"addr:{host}"] + ([f"user:{req.username}"] if req.username else [])
-        wait = self.throttle.retry_after(keys, now)
-        if wait > 0:
-            return ErrorReply("throttled", f"too many failed logins: retry in {wait:.0f} s")
+        password = bool(req.username and req.password)
+        if not req.device_credential and not password:
+            return ErrorReply("bad-request", "Login needs a password or a device credential")
+        if session.logged_in:
+            return ErrorReply("bad-request", "already logged in on this connection")
+        attempt = Attempt(session.conn, host, None if req.device_credential else req.username)
+        now = time.time()
+        refusal = self.throttle.begin(attempt, now)
+        if refusal is not None:
+            return ErrorReply("throttled", refusal.reason)
+        ok = False
+        user: str | None = None
+        try:
+            reply = await self._check_login(session, req, attempt)
+            ok = isinstance(reply, api.LoginOk)
+            user = session.user or None
+            return reply
+        finally:
+            # Recorded before the next attempt may begin: the throttle sees every failure.
+            self.throttle.end(attempt, time.time(), ok=ok, user=user)
+
+    async def _check_login(self, session: Session, req: api.Login, attempt: Attempt) -> Message:
+        host = attempt.address
+        now = time.time()
         new_credential: bytes | None = None
         try:
             if req.device_credential:
                 device = await blocking.run_sync(self.accounts.check_device, req.device_credential)
-            elif req.username and req.password:
-                await blocking.run_sync(self.accounts.check_password, req.username, req.password)
+            else:
+                # scrypt takes 16 MiB and tens of milliseconds: a few at a time, whoever asks.
+                if self._password_checks.statistics().tasks_waiting >= MAX_PASSWORD_QUEUE:
+                    return ErrorReply("throttled", "the service is busy: retry in a few seconds")
+                async with self._password_checks:
+                    await blocking.run_sync(
+                        self.accounts.check_password, req.username, req.password
+                    )
                 # A banned speaker must not come back as a new device of the same account.
                 user_ban = await self.db.run(_active_user_ban, req.username, now)
                 if user_ban is not None:
@@ -230,19 +277,16 @@ class AccessPoint:
                 device, new_credential = await blocking.run_sync(
                     self.accounts.add_device, req.username, req.device_name
                 )
-            else:
-                return ErrorReply("bad-request", "Login needs a password or a device credential")
         except Revoked as exc:
-            self.throttle.failed(keys, now)
             return ErrorReply("revoked", str(exc))
         except AuthFailed as exc:
-            self.throttle.failed(keys, now)
             log.info("failed login from %s (%s): %s", host, req.username or "device", exc)
             return ErrorReply("auth-failed", str(exc))
-        self.throttle.succeeded(keys[1:])
         ban = await self.db.run(_active_ban, device.id, now)
         if ban is not None:
             return ErrorReply("banned", f"this device is banned until {time.ctime(ban)}")
+        if session.conn.closed:
+            return ErrorReply("bad-request", "connection closed during the login")
         previous = self._by_device.get(device.id)
         if previous is not None and previous is not session:
             # One connection per speaker: the new one wins (the old one is likely dead).
@@ -252,6 +296,10 @@ class AccessPoint:
         session.peer_id = os.urandom(16)
         session.p2p_port = req.p2p_port if 0 < req.p2p_port < 65536 else 0
         session.logged_in = True
+        # No longer a stranger: out of the listener's count of them, and a budget for a
+        # speaker's requests (before the reply leaves, so its first requests find it).
+        session.conn.admit(budget.LOGGED_IN)
+        session.admitted.set()
         self._by_peer[session.peer_id] = session
         self._by_device[device.id] = session
         self._register_with_tracker(session)

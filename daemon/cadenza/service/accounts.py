@@ -16,6 +16,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cadenza import links
 
@@ -278,44 +279,127 @@ def _device(row: sqlite3.Row) -> Device:
 FREE_FAILURES = 5
 # Then each further failure doubles the wait, up to this.
 MAX_DELAY = 300.0
+# Failures for one account from every address together, before the account's own back-off:
+# many more than a person makes, so that only a guessing campaign from many addresses meets
+# it; and it never holds the owner's known addresses back.
+FREE_ACCOUNT_FAILURES = 20
+# The account's back-off is short: it slows a distributed guesser, and a stranger must never
+# keep the owner out for long even from an address the owner has not used before.
+MAX_ACCOUNT_DELAY = 30.0
 # A key's record is forgotten this long after its last failure.
 FORGET_AFTER = 3600.0
-# Keys remembered at most (oldest dropped): bounds memory under a spray of names/addresses.
+# An address the account logged in from is "known" to it for this long.
+KNOWN_FOR = 30 * 24 * 3600.0
+# Keys and known addresses remembered at most (oldest dropped): bounds memory under a spray
+# of names and addresses.
 MAX_KEYS = 100_000
+# A refusal because another login is in flight says to come back after this.
+IN_FLIGHT_RETRY = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One login: on which connection, from where, and for which account (``None``: a
+    device credential, whose account is known only once it is checked)."""
+
+    connection: object
+    address: str
+    user: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str
+    retry_after: float
 
 
 class LoginThrottle:
-    """Exponential back-off on failed logins, per key (user name, source address).
+    """Who may try a login now, atomically under concurrency (pure: time is passed in).
 
-    Pure: time is passed in. ``retry_after(keys, now)`` says how long a new attempt must
-    wait (0: go ahead); ``failed``/``succeeded`` record outcomes.
+    ``begin(attempt, now)`` says no (a :class:`Refusal`) or marks the attempt in flight;
+    ``end(attempt, now, ok=...)`` records its outcome *before* releasing it, so the next
+    check sees every failure: 120 logins sent at once on one connection get one password
+    check, not 120.
+
+    * One login at a time per connection; password logins also one at a time per address
+      and per account.
+    * A device credential is never held back: it is 32 random bytes (nothing to guess), and
+      a speaker must not be kept off by strangers failing from its address.
+    * Password failures back off exponentially per address (``addr:A``), per account and
+      address (``pair:U|A``) and, more gently, per account from everywhere (``user:U``).
+      An address the account logged in from recently is known: only the pair's back-off
+      applies there, so strangers elsewhere cannot lock the owner out.
     """
 
     def __init__(self) -> None:
         self._failures: dict[str, tuple[int, float]] = {}
+        self._known: dict[tuple[str, str], float] = {}
+        self._in_flight: set[object] = set()
 
-    def retry_after(self, keys: list[str], now: float) -> float:
-        wait = 0.0
-        for key in keys:
-            record = self._failures.get(key)
-            if record is None:
-                continue
-            count, last = record
-            if now - last > FORGET_AFTER:
-                del self._failures[key]
-                continue
-            if count >= FREE_FAILURES:
-                delay = min(MAX_DELAY, 2.0 ** (count - FREE_FAILURES))
-                wait = max(wait, last + delay - now)
-        return max(0.0, wait)
+    def begin(self, attempt: Attempt, now: float) -> Refusal | None:
+        conn_key = ("conn", attempt.connection)
+        if conn_key in self._in_flight:
+            return Refusal("a login is already in progress on this connection", IN_FLIGHT_RETRY)
+        user = attempt.user
+        if user is None:
+            self._in_flight.add(conn_key)
+            return None
+        addr_key, user_key = f"addr:{attempt.address}", f"user:{user}"
+        if addr_key in self._in_flight:
+            return Refusal("another login from this address is in progress", IN_FLIGHT_RETRY)
+        if user_key in self._in_flight:
+            return Refusal("another login for this account is in progress", IN_FLIGHT_RETRY)
+        wait = self._wait(f"pair:{user}|{attempt.address}", now, FREE_FAILURES, MAX_DELAY)
+        if not self.known(user, attempt.address, now):
+            wait = max(
+                wait,
+                self._wait(addr_key, now, FREE_FAILURES, MAX_DELAY),
+                self._wait(user_key, now, FREE_ACCOUNT_FAILURES, MAX_ACCOUNT_DELAY),
+            )
+        if wait > 0:
+            return Refusal(f"too many failed logins: retry in {wait:.0f} s", wait)
+        self._in_flight.update((conn_key, addr_key, user_key))
+        return None
 
-    def failed(self, keys: list[str], now: float) -> None:
-        for key in keys:
-            count, _ = self._failures.pop(key, (0, now))
-            self._failures[key] = (count + 1, now)
-        while len(self._failures) > MAX_KEYS:
-            self._failures.pop(next(iter(self._failures)))
+    def end(self, attempt: Attempt, now: float, *, ok: bool, user: str | None = None) -> None:
+        """The attempt's outcome; ``user`` is the account a device credential belonged to."""
+        name = attempt.user or user
+        if attempt.user is not None:
+            pair = f"pair:{attempt.user}|{attempt.address}"
+            if ok:
+                self._failures.pop(pair, None)
+            else:
+                for key in (f"addr:{attempt.address}", f"user:{attempt.user}", pair):
+                    count, _ = self._failures.pop(key, (0, now))
+                    self._failures[key] = (count + 1, now)
+                self._trim(self._failures)
+        if ok and name is not None:
+            self._known.pop((name, attempt.address), None)
+            self._known[(name, attempt.address)] = now
+            self._trim(self._known)
+        self._in_flight.discard(("conn", attempt.connection))
+        if attempt.user is not None:
+            self._in_flight.discard(f"addr:{attempt.address}")
+            self._in_flight.discard(f"user:{attempt.user}")
 
-    def succeeded(self, keys: list[str]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+    def known(self, user: str, address: str, now: float) -> bool:
+        """``user`` logged in from ``address`` recently."""
+        seen = self._known.get((user, address))
+        return seen is not None and now - seen < KNOWN_FOR
+
+    def _wait(self, key: str, now: float, free: int, longest: float) -> float:
+        record = self._failures.get(key)
+        if record is None:
+            return 0.0
+        count, last = record
+        if now - last > FORGET_AFTER:
+            del self._failures[key]
+            return 0.0
+        if count < free:
+            return 0.0
+        return max(0.0, last + min(longest, 2.0 ** (count - free)) - now)
+
+    @staticmethod
+    def _trim(table: dict[Any, Any]) -> None:
+        while len(table) > MAX_KEYS:
+            table.pop(next(iter(table)))

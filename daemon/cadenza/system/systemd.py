@@ -24,6 +24,8 @@ from typing import Any
 
 import trio
 
+from . import logbudget
+
 log = logging.getLogger("cadenza.system")
 
 # The watchdog is pinged twice per WATCHDOG_USEC (systemd's own advice), so one late
@@ -137,24 +139,32 @@ class _PlainFormatter(logging.Formatter):
         super().__init__("%(levelname)s %(name)s: %(message)s")
 
 
-def setup_logging(level: int = logging.INFO) -> str:
-    """Journal (structured) under systemd, plain text otherwise; returns which."""
+def setup_logging(level: int = logging.INFO, *, identifier: str = "cadenzad") -> str:
+    """Journal (structured) under systemd, plain text otherwise; returns which.
+
+    Either way the handler carries a :class:`~cadenza.system.logbudget.LogBudget`: a
+    stranger who makes us log (refused connections, bad requests) cannot flood the journal.
+    """
     root = logging.getLogger()
     root.setLevel(level)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler: logging.Handler | None = None
+    kind = "plain"
     if _journal_connected():
         try:
             from systemd.journal import JournalHandler
         except ImportError:
             pass
         else:
-            root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="cadenzad"))
-            return "journal"
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_PlainFormatter())
+            handler = JournalHandler(SYSLOG_IDENTIFIER=identifier)
+            kind = "journal"
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_PlainFormatter())
+    logbudget.install(handler)
     root.addHandler(handler)
-    return "plain"
+    return kind
 
 
 def _journal_connected() -> bool:

@@ -1,0 +1,115 @@
+"""Who gets a connection at a listener: caps per source address and in total (pure).
+
+A stranger's connection costs memory and a handshake's CPU before it has proved anything,
+so a listener counts what each source address holds:
+
+* connections not yet authenticated (the handshake, then the login or admission) are capped
+  per address and in total; past the total, the oldest of them is shed to make room (OpenSSH's
+  MaxStartups, except that the newcomer is not the one refused: a legitimate client finishes
+  its handshake and login in a few round trips, a flood's connections sit there);
+* all connections are capped per address (a household behind one NAT is a few speakers, a
+  flood is thousands) and in total.
+
+The listener calls :meth:`Gate.arrive` for each accepted socket and acts on the answer,
+:meth:`Gate.authenticated` when the application has taken the peer in, :meth:`Gate.left`
+when the connection ends. Time is not involved: deadlines (handshake, login) are the
+connection's own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class GateLimits:
+    total: int
+    per_address: int
+    unauthenticated: int
+    unauthenticated_per_address: int
+
+
+# An access point: thousands of speakers, a few per household address (many more behind a
+# carrier-grade NAT), and few at a time between connecting and logging in.
+SERVICE_GATE: Final = GateLimits(
+    total=20_000, per_address=512, unauthenticated=256, unauthenticated_per_address=16
+)
+# A speaker's peer port: its neighbour table holds up to 60, and a LAN has a few speakers.
+PEER_GATE: Final = GateLimits(
+    total=128, per_address=8, unauthenticated=32, unauthenticated_per_address=4
+)
+
+
+class Refused(Exception):
+    """The gate turns this connection away; the message says which cap it hit."""
+
+
+class Gate:
+    """Counts of connections per address; see the module docstring."""
+
+    def __init__(self, limits: GateLimits) -> None:
+        self.limits = limits
+        self._per_address: Counter[str] = Counter()
+        self._unauth_per_address: Counter[str] = Counter()
+        # Unauthenticated tickets in arrival order (dicts keep it): the oldest is shed first.
+        self._unauth: dict[object, str] = {}
+        self._addresses: dict[object, str] = {}
+        self.refused = 0
+        self.shed = 0
+
+    @property
+    def connections(self) -> int:
+        return len(self._addresses)
+
+    @property
+    def unauthenticated(self) -> int:
+        return len(self._unauth)
+
+    def arrive(self, ticket: object, address: str) -> object | None:
+        """Take ``ticket`` in from ``address``; returns a ticket to shed to make room, if any.
+
+        Raises :class:`Refused` when a cap that shedding cannot help is reached.
+        """
+        limits = self.limits
+        if len(self._addresses) >= limits.total:
+            self.refused += 1
+            raise Refused(f"{limits.total} connections already")
+        if self._per_address[address] >= limits.per_address:
+            self.refused += 1
+            raise Refused(f"{limits.per_address} connections from {address} already")
+        if self._unauth_per_address[address] >= limits.unauthenticated_per_address:
+            self.refused += 1
+            raise Refused(
+                f"{limits.unauthenticated_per_address} unauthenticated connections"
+                f" from {address} already"
+            )
+        victim = None
+        if len(self._unauth) >= limits.unauthenticated:
+            victim = next(iter(self._unauth))
+            self.shed += 1
+            self.authenticated(victim)  # no longer counted as waiting; left() ends it
+        self._addresses[ticket] = address
+        self._per_address[address] += 1
+        self._unauth[ticket] = address
+        self._unauth_per_address[address] += 1
+        return victim
+
+    def authenticated(self, ticket: object) -> None:
+        """``ticket`` has logged in or been admitted: it no longer counts as a stranger."""
+        address = self._unauth.pop(ticket, None)
+        if address is not None:
+            self._decrement(self._unauth_per_address, address)
+
+    def left(self, ticket: object) -> None:
+        self.authenticated(ticket)
+        address = self._addresses.pop(ticket, None)
+        if address is not None:
+            self._decrement(self._per_address, address)
+
+    @staticmethod
+    def _decrement(counter: Counter[str], key: str) -> None:
+        counter[key] -= 1
+        if counter[key] <= 0:
+            del counter[key]
