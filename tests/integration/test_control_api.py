@@ -156,6 +156,8 @@ def test_settings_persist_and_rename(clean: Rig) -> None:
     [
         ("POST", "/api/v1/play", {"content": b"{not json"}, 400, "JSON"),
         ("POST", "/api/v1/play", {"content": b"[1, 2]"}, 400, "object"),
+        ("POST", "/api/v1/play", {"content": b"[" * 5000 + b"]" * 5000}, 400, "nested"),
+        ("PATCH", "/api/v1/settings", {"content": b'{"name": ' * 5000}, 400, "nested"),
         ("POST", "/api/v1/play", {"content": b"x" * 70_000}, 413, "body"),
         ("PUT", "/api/v1/volume", {"json": {"volume": "loud"}}, 400, "volume"),
         ("GET", "/api/v1/nothing", {}, 404, "/api/v1/nothing"),
@@ -188,6 +190,10 @@ def test_foreign_host_and_origin_are_refused(rig: Rig) -> None:
         rig.url + "/api/v1/pause", headers={"Origin": "https://evil.example"}, timeout=10
     )
     assert r.status_code == 403 and "Origin" in r.json()["error"]["message"]
+    port = int(rig.url.rsplit(":", 1)[1])
+    for other in (f"http://127.0.0.1:{port + 1}", "http://localhost:3000"):  # another program
+        r = httpx.post(rig.url + "/api/v1/pause", headers={"Origin": other}, timeout=10)
+        assert r.status_code == 403, (other, r.text)
     ok = httpx.post(rig.url + "/api/v1/pause", headers={"Origin": rig.url}, timeout=10)
     assert ok.status_code == 200
 

@@ -6,11 +6,14 @@
   (the speaker's button through hw/, or an already-paired admin client, or loopback), and
   the client collects its token once. Tokens are scoped: ``read`` (look), ``playback``
   (look and drive the player), ``admin`` (everything, settings and pairing included), and
-  revocable. Only a hash of each token is stored.
+  revocable. Only a hash of each token is stored. Pending requests are limited per client
+  address, so that a flood of them cannot push out another client's.
 * The owner may switch the speaker to "open" mode: then every LAN client has ``playback``.
 * Whatever the client, a request whose ``Host`` is not one of the speaker's own names or
   addresses is refused (DNS rebinding), and a state-changing request whose ``Origin`` is
-  foreign is refused (a web page elsewhere driving the speaker: CSRF).
+  not one of the speaker's own origins (its names and addresses with the API's port) is
+  refused (a web page elsewhere, or served by another program on the same host, driving
+  the speaker: CSRF).
 
 Pure apart from :class:`TokenStore`'s file (written atomically); time is passed in.
 """
@@ -23,7 +26,7 @@ import json
 import os
 import secrets
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +35,13 @@ from urllib.parse import urlsplit
 SCOPES = ("read", "playback", "admin")
 # A pairing request waits this long for the owner before it is forgotten.
 PAIRING_TTL_S = 300.0
-# Pending pairing requests kept at once (more: the oldest go). A LAN client could flood them.
+# Pairing requests kept at once: a household pairing a few phones, with room to spare.
 MAX_PENDING = 16
+# Pending requests from one client address: a phone asks once (again if it lost the first);
+# more is a flood, refused so that one client cannot push out everyone else's requests.
+MAX_PENDING_PER_CLIENT = 3
+# The port an Origin without one means.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 # Tokens kept (a household has a handful of phones; a flood of approvals is the owner's doing).
 MAX_TOKENS = 256
 
@@ -125,6 +133,15 @@ class TokenStore:
         os.replace(tmp, self.path)
 
 
+class PairingRefused(Exception):
+    """No room for another pairing request; the message says why, ``retry_after`` (seconds)
+    when one of the requests in the way expires."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass
 class PairingRequest:
     id: str
@@ -132,6 +149,7 @@ class PairingRequest:
     name: str
     scope: str
     created: float
+    client: str = ""  # the address that asked: the limits are per address
     state: str = "pending"  # pending | approved | denied | collected
     token: str | None = None  # held until the client collects it, once
 
@@ -157,17 +175,56 @@ class Pairing:
             if now - req.created > PAIRING_TTL_S:
                 del self._requests[rid]
 
-    def ask(self, name: str, scope: str, now: float) -> PairingRequest:
+    def ask(self, name: str, scope: str, client: str, now: float) -> PairingRequest:
+        """A new pending request from the address ``client``.
+
+        Raises :class:`PairingRefused` when ``client`` already has MAX_PENDING_PER_CLIENT
+        pending, or when MAX_PENDING are held and none can go: to make room, a settled
+        request (denied or collected) goes first, else the oldest pending request of the
+        address holding the most, and only if that address then still holds at least as
+        many as ``client`` will. So a flood, even from many addresses, never pushes out the
+        request of an address that made just one.
+        """
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
         self._expire(now)
+        mine = [r for r in self._requests.values() if r.state == "pending" and r.client == client]
+        if len(mine) >= MAX_PENDING_PER_CLIENT:
+            raise PairingRefused(
+                f"at most {MAX_PENDING_PER_CLIENT} pending pairing requests per client: "
+                "wait until the owner answers one, or it expires",
+                self._left(mine[0], now),
+            )
+        if len(self._requests) >= MAX_PENDING:
+            self._make_room(len(mine), now)
         req = PairingRequest(
-            secrets.token_hex(12), f"{secrets.randbelow(10**6):06d}", name[:64], scope, now
+            secrets.token_hex(12), f"{secrets.randbelow(10**6):06d}", name[:64], scope, now, client
         )
         self._requests[req.id] = req
-        while len(self._requests) > MAX_PENDING:
-            self._requests.popitem(last=False)
         return req
+
+    def _make_room(self, mine: int, now: float) -> None:
+        """Forget one request for a client holding ``mine`` pending ones, or refuse."""
+        for req in self._requests.values():
+            if req.state in ("denied", "collected"):  # only a last poll wants these
+                del self._requests[req.id]
+                return
+        pending = [r for r in self._requests.values() if r.state == "pending"]
+        held = Counter(r.client for r in pending)
+        # Ties go to the address whose oldest request is oldest (Counter keeps first-seen order).
+        heaviest = max(held, key=held.__getitem__, default=None)
+        if heaviest is None or held[heaviest] < mine + 2:
+            oldest = min(self._requests.values(), key=lambda r: r.created)
+            raise PairingRefused(
+                f"the speaker already holds {MAX_PENDING} pairing requests: try again later",
+                self._left(oldest, now),
+            )
+        victim = next(r for r in pending if r.client == heaviest)
+        del self._requests[victim.id]
+
+    @staticmethod
+    def _left(req: PairingRequest, now: float) -> float:
+        return max(0.0, PAIRING_TTL_S - (now - req.created))
 
     def get(self, rid: str, now: float) -> PairingRequest | None:
         self._expire(now)
@@ -226,16 +283,22 @@ def host_allowed(host_header: str | None, own: Iterable[str]) -> bool:
     return name in allowed or is_loopback(name)
 
 
-def origin_allowed(origin: str | None, host_header: str | None, own: Iterable[str]) -> bool:
-    """No Origin (not a browser), or an Origin on one of our own names/addresses."""
+def origin_allowed(origin: str | None, own: Iterable[str], port: int | None) -> bool:
+    """No Origin (not a browser), or exactly one of our own origins: http(s), one of our
+    names or addresses, and ``port``, the port the API listens on (None: unknown, so no
+    Origin is ours). Another port on our own name is another program's page."""
     if origin is None:
         return True
-    if origin == "null":
-        return False
     parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
         return False
-    return host_allowed(parts.netloc, own)
+    if parts.username is not None or parts.path or parts.query or parts.fragment:
+        return False  # an Origin is scheme://host[:port], nothing else
+    try:
+        origin_port = parts.port if parts.port is not None else DEFAULT_PORTS[parts.scheme]
+    except ValueError:  # not a port number
+        return False
+    return origin_port == port and host_allowed(parts.hostname, own)
 
 
 def _strip_port(host: str) -> str:

@@ -33,12 +33,18 @@ the owner opened the speaker. Every request's Host must be one of the speaker's 
 or addresses; a state-changing request with a foreign Origin is refused; bodies are capped;
 each client address has a request rate limit. Every error is a JSON body
 ``{"error": {"status": N, "message": "..."}}`` that says what was wrong.
+
+What a stranger can make it log is logged at debug or info level under a constant message
+template (the details are arguments), so that the log budget
+(:mod:`cadenza.system.logbudget`) counts a flood as one kind of line; a client that hangs
+up mid-request costs one debug line, not a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,10 +54,10 @@ from typing import Any
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cadenza import __version__, links, net
 from cadenza.p2p.limits import TokenBucket
@@ -61,6 +67,7 @@ from cadenza.speaker import REPEAT_MODES, BadPosition, Speaker, Unavailable, Unk
 from . import events, openapi
 from .auth import (
     Pairing,
+    PairingRefused,
     TokenStore,
     host_allowed,
     is_loopback,
@@ -74,6 +81,9 @@ log = logging.getLogger("cadenza.control")
 API_VERSION = "1"
 # Control requests are tiny; anything bigger is a mistake or an attack.
 MAX_BODY = 64 * 1024
+# Nesting a JSON body may have: ours are two levels deep (an object holding a list), and the
+# parser's recursion limit must not be what stops a deeper one (that is a 500).
+MAX_JSON_DEPTH = 16
 # Requests per second a client address may make (burst: a UI loading all its views at once).
 RATE = 50.0
 BURST = 200
@@ -86,10 +96,11 @@ SEARCH_TYPES = ("track", "album", "artist")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -146,27 +157,41 @@ class Guard:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
+        client = request.client.host if request.client else ""
         try:
-            self._check(request, scope)
+            self._check(request, scope, client)
         except ApiError as exc:
-            headers = {"Retry-After": "1"} if exc.status == 429 else None
-            await error_response(exc.status, exc.message, headers)(scope, receive, send)
+            log.debug(
+                "refused %s %s from %s: %s %s",
+                scope["method"],
+                scope["path"],
+                client,
+                exc.status,
+                exc.message,
+            )
+            await error_response(exc.status, exc.message, exc.headers)(scope, receive, send)
             return
-        await self.app(scope, _limited(receive), send)
+        exchange = _Exchange(receive, send)
+        await self.app(scope, exchange.receive, exchange.send)
 
-    def _check(self, request: Request, scope: Scope) -> None:
+    def _check(self, request: Request, scope: Scope, client: str) -> None:
         own = self.control.own_names()
         if not host_allowed(request.headers.get("host"), own):
             raise ApiError(421, "this speaker does not answer to that Host name")
         method = request.method
+        server = scope.get("server")
+        port = server[1] if server else None  # where this request came in: the API's port
         if method not in ("GET", "HEAD", "OPTIONS") and not origin_allowed(
-            request.headers.get("origin"), request.headers.get("host"), own
+            request.headers.get("origin"), own, port
         ):
-            raise ApiError(403, "requests from other sites' pages are refused (Origin)")
+            raise ApiError(
+                403,
+                "requests from pages other than the speaker's own are refused (Origin: "
+                "it must be one of the speaker's names or addresses, with the API's port)",
+            )
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             raise ApiError(413, f"request body over {MAX_BODY} bytes")
-        client = request.client.host if request.client else ""
         loopback = is_loopback(client)
         if not loopback:
             bucket = self._buckets.get(client)
@@ -175,7 +200,9 @@ class Guard:
                     self._buckets.clear()
                 bucket = self._buckets[client] = TokenBucket(RATE, BURST)
             if bucket.wait_time(1, time.monotonic()) > 0:
-                raise ApiError(429, f"more than {RATE:.0f} requests a second: slow down")
+                raise ApiError(
+                    429, f"more than {RATE:.0f} requests a second: slow down", {"Retry-After": "1"}
+                )
             bucket.reserve(1, time.monotonic())
         scope.setdefault("state", {})
         if loopback:
@@ -209,20 +236,34 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
-def _limited(receive: Receive) -> Receive:
-    """Refuse a body that grows past MAX_BODY without a Content-Length (chunked)."""
-    seen = 0
+class _Exchange:
+    """One request's ``receive`` and ``send`` as the app sees them.
 
-    async def wrapped() -> Any:
-        nonlocal seen
-        message = await receive()
+    A body that grows past MAX_BODY without a Content-Length (chunked) is refused. Once the
+    client has gone (``http.disconnect``), nothing more is sent: hypercorn has already
+    closed the exchange (answering 400 to a body cut short), and a second answer would only
+    raise inside hypercorn and be logged as a traceback.
+    """
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._seen = 0
+        self.gone = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY:
+            self._seen += len(message.get("body", b""))
+            if self._seen > MAX_BODY:
                 raise ApiError(413, f"request body over {MAX_BODY} bytes")
+        elif message["type"] == "http.disconnect":
+            self.gone = True
         return message
 
-    return wrapped
+    async def send(self, message: Message) -> None:
+        if not self.gone:
+            await self._send(message)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -234,13 +275,33 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise ApiError(413, f"request body over {MAX_BODY} bytes")
     if not body:
         return {}
+    too_deep = f"body is JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise ApiError(400, too_deep) from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ApiError(400, too_deep)
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
     return data
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep ``value`` nests (without recursing: it is a
+    stranger's data)."""
+    deepest = 0
+    todo = [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            todo.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def int_field(data: dict[str, Any], name: str, lo: int, hi: int, default: int | None = None) -> int:
@@ -301,8 +362,17 @@ def route(path: str, method: str, scope: str | None, control: Control) -> Callab
                     if not scope_allows(granted, scope):
                         raise ApiError(403, f"this needs the {scope!r} scope (yours: {granted!r})")
                 result = await fn(request)
+            except ClientDisconnect:
+                # Nobody is left to answer (_Exchange drops what is sent): one line, no traceback.
+                log.debug(
+                    "%s %s: the client %s went away mid-request",
+                    method,
+                    path,
+                    request.client.host if request.client else "?",
+                )
+                return Response(status_code=400)
             except ApiError as exc:
-                return error_response(exc.status, exc.message)
+                return error_response(exc.status, exc.message, exc.headers)
             except (links.IdOutOfRange, BadPosition) as exc:
                 return error_response(404, str(exc))
             except links.LinkError as exc:
@@ -518,11 +588,17 @@ def control_app(control: Control) -> ASGIApp:
         data = await json_body(request)
         name = check_name(data.get("name"), "name")
         scope = data.get("scope", "playback")
-        req = control.pairing.ask(name, scope, time.time())
-        log.warning(
+        client = request.client.host if request.client else ""
+        try:
+            req = control.pairing.ask(name, scope, client, time.time())
+        except PairingRefused as exc:
+            retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+            raise ApiError(429, str(exc), retry) from None
+        # Info, not a warning: anyone on the LAN can ask (up to the per-address limit).
+        log.info(
             "pairing asked by %s (%s, scope %s): code %s; confirm with the button or an admin",
             name,
-            request.client.host if request.client else "?",
+            client or "?",
             scope,
             req.code,
         )

@@ -178,7 +178,7 @@ _ERRORS = {
         "409": "not possible in the current state (e.g. nothing is playing)",
         "413": "request body too large",
         "421": "the Host header is not one of the speaker's names",
-        "429": "too many requests from this address",
+        "429": "too many requests (or pending pairing requests) from this address",
         "503": "the service is not reachable, or too many event streams",
     }.items()
 }
