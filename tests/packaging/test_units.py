@@ -108,3 +108,15 @@ def test_speaker_unit_essentials() -> None:
         "Environment=PYTHONDONTWRITEBYTECODE=1",
     ):
         assert line in text.splitlines(), line
+
+
+def test_both_units_cap_memory_and_file_descriptors() -> None:
+    """A hostile client's last line of defence: a leak or an attack nobody foresaw ends in a
+    restart, not a machine swapping; the service's descriptors exceed its gate's cap."""
+    from cadenza.net import PEER_GATE, SERVICE_GATE
+
+    for unit, gate in (("cadenzad.service", PEER_GATE), ("cadenza-serve.service", SERVICE_GATE)):
+        lines = (UNITS / unit).read_text().splitlines()
+        assert any(re.fullmatch(r"MemoryMax=\d+[MG]", line) for line in lines), unit
+        [nofile] = [int(line.split("=")[1]) for line in lines if line.startswith("LimitNOFILE=")]
+        assert nofile > gate.total + 100, unit
