@@ -9,7 +9,7 @@ peer opens get a :class:`Budget` of their own, set by the application as trust g
 * before login or admission (:data:`PRE_AUTH`): two channels, messages of 4 KiB, 8 KiB held
   (a ``Login`` is under 2 KiB);
 * after it, whatever the role needs (:data:`LOGGED_IN` at the access point, :data:`PEER`
-  between speakers).
+  between speakers, :data:`SERVICE_PUSHES` for what an access point sends a speaker).
 
 "Held" is what the peer sent on its channels that the application has not consumed yet:
 fragments of unfinished messages and whole messages not yet taken. A peer that goes over
@@ -46,6 +46,8 @@ LOGGED_IN: Final = Budget(channels=64, message=256 * 1024, held=1024 * 1024)
 # An admitted peer: it asks for manifests and chunks and relays searches (all small); a few
 # streams and searches at once.
 PEER: Final = Budget(channels=64, message=64 * 1024, held=256 * 1024)
+# An access point's pushes to a speaker (bans, playlist changes, session notices).
+SERVICE_PUSHES: Final = Budget(channels=32, message=256 * 1024, held=1024 * 1024)
 # No budget beyond flow control (the side that dialled a service it trusts).
 UNLIMITED: Final = Budget(channels=128, message=1 << 20, held=1 << 62)
 

@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from cadenza import net
-from cadenza.protocol import api
+from cadenza.protocol import api, budget
 from cadenza.protocol.admission import hello_payload
 from cadenza.protocol.certificate import fingerprint
 from cadenza.protocol.errors import RemoteProtocolError
@@ -264,6 +264,9 @@ class Session:
                 identity=self._identity,
                 verify=verify,
                 handler=self._handle_push,
+                # An access point only pushes short notices; one found by mDNS on the LAN
+                # may be anybody's, so what it sends is bounded like a peer's.
+                budget=budget.SERVICE_PUSHES,
             )
             try:
                 login = await self._login(conn)
