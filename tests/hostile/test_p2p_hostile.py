@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import trio
 import wire
-from overlayworld import Node, World, open_world
 
 from cadenza.protocol.budget import PEER
+from overlayworld import Node, World, open_world
 
 
 async def eventually(condition: object, timeout: float = 10) -> None:
@@ -24,9 +24,7 @@ async def eventually(condition: object, timeout: float = 10) -> None:
             await trio.sleep(0.01)
 
 
-async def recording_relay(
-    nursery: trio.Nursery, target_port: int, recorded: bytearray
-) -> int:
+async def recording_relay(nursery: trio.Nursery, target_port: int, recorded: bytearray) -> int:
     """A TCP relay to ``target_port`` that keeps what the dialler sends (a wiretap)."""
 
     async def relay(client: trio.SocketStream) -> None:
@@ -109,10 +107,10 @@ async def _replay_attack(world: World) -> None:
 async def test_an_admitted_peer_cannot_make_a_speaker_hold_more_than_its_budget(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An ordinary account's speaker (a valid certificate) floods unfinished messages, each
-    just under the size limit, on 128 channels over two connections, three times each: it is cut off at its budget each
-    time, and what the speaker holds for peers never passes two connections' budgets (on
-    the old code each connection could park 128 x 512 KiB = 64 MiB)."""
+    """An ordinary account's speakers (valid certificates) flood unfinished messages, each
+    just under the size limit, on 128 channels over two connections, three times each:
+    each is cut off at its budget, and what the speaker holds for peers never passes two
+    connections' budgets (on the old code each could park 128 x 512 KiB = 64 MiB)."""
     caplog.set_level(logging.WARNING, logger="cadenza.net")
     async with open_world(tmp_path) as world:
         b = await world.node("b")
