@@ -53,8 +53,10 @@ class Rig:
         album: str = "Rig Album",
         extra_config: str = "",
         long_tracks: bool = False,
+        p2p_port: int = 0,
     ) -> None:
         self.long_tracks = long_tracks
+        self.p2p_port = p2p_port
         self.tmp = tmp
         self.album = album
         self.extra_config = extra_config
@@ -121,7 +123,7 @@ listen = "127.0.0.1:0"
 advertise = false
 [p2p]
 lan_discovery = false
-port = 0
+port = {self.p2p_port}
 {self.extra_config}
 """
         )

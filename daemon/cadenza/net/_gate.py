@@ -8,7 +8,10 @@ so a listener counts what each source address holds:
   MaxStartups, except that the newcomer is not the one refused: a legitimate client finishes
   its handshake and login in a few round trips, a flood's connections sit there);
 * all connections are capped per address (a household behind one NAT is a few speakers, a
-  flood is thousands) and in total.
+  flood is thousands) and in total;
+* new connections from one address arrive at a bounded rate (a token bucket per address): a
+  handshake costs three X25519 operations, and a peer cut off for breaking its budget must
+  not come straight back a hundred times a second.
 
 The listener calls :meth:`Gate.arrive` for each accepted socket and acts on the answer,
 :meth:`Gate.authenticated` when the application has taken the peer in, :meth:`Gate.left`
@@ -18,7 +21,7 @@ connection's own.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,17 +32,34 @@ class GateLimits:
     per_address: int
     unauthenticated: int
     unauthenticated_per_address: int
+    burst: int  # connections an address may open at once
+    rate: float  # and then per second
 
 
 # An access point: thousands of speakers, a few per household address (many more behind a
 # carrier-grade NAT), and few at a time between connecting and logging in.
+# A household's speakers reconnect together after a power cut: a burst of 64 per address.
 SERVICE_GATE: Final = GateLimits(
-    total=20_000, per_address=512, unauthenticated=256, unauthenticated_per_address=16
+    total=20_000,
+    per_address=512,
+    unauthenticated=256,
+    unauthenticated_per_address=16,
+    burst=64,
+    rate=8.0,
 )
-# A speaker's peer port: its neighbour table holds up to 60, and a LAN has a few speakers.
+# A speaker's peer port: its neighbour table holds up to 60, and a LAN has a few speakers;
+# a peer dials a speaker once per link (and again after a failure, backing off).
 PEER_GATE: Final = GateLimits(
-    total=128, per_address=8, unauthenticated=32, unauthenticated_per_address=4
+    total=128,
+    per_address=8,
+    unauthenticated=32,
+    unauthenticated_per_address=4,
+    burst=16,
+    rate=2.0,
 )
+# Addresses whose arrival rate is remembered (least recently seen dropped): far more than
+# connect in the time a bucket takes to refill, so forgetting one loses nothing.
+_RATE_KEPT: Final = 65_536
 
 
 class Refused(Exception):
@@ -56,6 +76,8 @@ class Gate:
         # Unauthenticated tickets in arrival order (dicts keep it): the oldest is shed first.
         self._unauth: dict[object, str] = {}
         self._addresses: dict[object, str] = {}
+        # address -> (tokens, when last counted)
+        self._arrivals: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.refused = 0
         self.shed = 0
 
@@ -67,12 +89,22 @@ class Gate:
     def unauthenticated(self) -> int:
         return len(self._unauth)
 
-    def arrive(self, ticket: object, address: str) -> object | None:
-        """Take ``ticket`` in from ``address``; returns a ticket to shed to make room, if any.
+    def arrive(self, ticket: object, address: str, now: float) -> object | None:
+        """Take ``ticket`` in from ``address`` at ``now`` (seconds, monotonic); returns a
+        ticket to shed to make room, if any.
 
         Raises :class:`Refused` when a cap that shedding cannot help is reached.
         """
         limits = self.limits
+        tokens, then = self._arrivals.pop(address, (float(limits.burst), now))
+        tokens = min(float(limits.burst), tokens + (now - then) * limits.rate)
+        if tokens < 1.0:
+            self._arrivals[address] = (tokens, now)
+            self.refused += 1
+            raise Refused(f"more than {limits.rate:g} connections a second from {address}")
+        self._arrivals[address] = (tokens - 1.0, now)
+        if len(self._arrivals) > _RATE_KEPT:
+            self._arrivals.popitem(last=False)
         if len(self._addresses) >= limits.total:
             self.refused += 1
             raise Refused(f"{limits.total} connections already")

@@ -88,7 +88,7 @@ async def serve_connections(
         if the_gate is not None:
             address = conn.remote_address[0] if conn.remote_address else ""
             try:
-                victim = the_gate.arrive(conn, address)
+                victim = the_gate.arrive(conn, address, trio.current_time())
             except Refused as exc:
                 log.info("refused connection from %s: %s", address, exc)
                 conn.abort(f"refused: {exc}")
