@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -58,6 +58,8 @@ LOGIN_TIMEOUT = 20.0
 # most this many wait; more are told the service is busy. Device credentials are not held.
 MAX_PASSWORD_CHECKS = 2
 MAX_PASSWORD_QUEUE = 16
+# Password logins waiting their turn for one address or account; more are refused at once.
+MAX_LOGINS_WAITING = 8
 # What the peers of all connections together may make the access point hold (budget.py):
 # far above what thousands of logged-in speakers hold (they consume their requests at once).
 POOL_LIMIT = 64 * 1024 * 1024
@@ -91,6 +93,7 @@ class Session:
     logged_in: bool = False
     started: float = field(default_factory=time.time)
     admitted: trio.Event = field(default_factory=trio.Event)
+    logging_in: bool = False
 
     @property
     def observed(self) -> tuple[str, int]:
@@ -98,6 +101,40 @@ class Session:
         if isinstance(addr, tuple) and len(addr) >= 2:
             return str(addr[0]), int(addr[1])
         return "", 0
+
+
+class Turns:
+    """One holder at a time per key, the others waiting in arrival order; at most
+    ``max_waiting`` wait per key, and more are turned away (``take`` yields False)."""
+
+    def __init__(self, max_waiting: int) -> None:
+        self.max_waiting = max_waiting
+        self._locks: dict[str, trio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def take(self, keys: tuple[str, ...]) -> AsyncIterator[bool]:
+        keys = tuple(sorted(set(keys)))  # one order for everyone: no deadlock
+        locks = [self._locks.setdefault(key, trio.Lock()) for key in keys]
+        if any(lock.statistics().tasks_waiting >= self.max_waiting for lock in locks):
+            self._forget(keys)
+            yield False
+            return
+        held: list[trio.Lock] = []
+        try:
+            for lock in locks:
+                await lock.acquire()
+                held.append(lock)
+            yield True
+        finally:
+            for lock in reversed(held):
+                lock.release()
+            self._forget(keys)
+
+    def _forget(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked() and not lock.statistics().tasks_waiting:
+                del self._locks[key]
 
 
 class AccessPoint:
@@ -127,6 +164,7 @@ class AccessPoint:
         self.tracker: Tracker[Session] = Tracker()
         self.throttle = LoginThrottle()
         self._password_checks = trio.Semaphore(MAX_PASSWORD_CHECKS)
+        self._turns = Turns(MAX_LOGINS_WAITING)
         self.pool = budget.MemoryPool(POOL_LIMIT)
         self.sessions: dict[net.PeerConnection, Session] = {}
         self._by_peer: dict[bytes, Session] = {}
@@ -236,9 +274,26 @@ class AccessPoint:
             return ErrorReply("bad-request", "Login needs a password or a device credential")
         if session.logged_in:
             return ErrorReply("bad-request", "already logged in on this connection")
-        attempt = Attempt(session.conn, host, None if req.device_credential else req.username)
-        now = time.time()
-        refusal = self.throttle.begin(attempt, now)
+        if session.logging_in:
+            return ErrorReply("throttled", "a login is already in progress on this connection")
+        session.logging_in = True
+        try:
+            if not password or req.device_credential:
+                return await self._attempt(session, req, Attempt(session.conn, host, None))
+            # Password logins take turns per address and per account (the speakers of a
+            # household set up at once wait a moment; a flood waits or is refused), so that
+            # each sees every failure before it.
+            async with self._turns.take((f"addr:{host}", f"user:{req.username}")) as granted:
+                if not granted:
+                    return ErrorReply(
+                        "throttled", "too many logins waiting for this address or account"
+                    )
+                return await self._attempt(session, req, Attempt(session.conn, host, req.username))
+        finally:
+            session.logging_in = False
+
+    async def _attempt(self, session: Session, req: api.Login, attempt: Attempt) -> Message:
+        refusal = self.throttle.begin(attempt, time.time())
         if refusal is not None:
             return ErrorReply("throttled", refusal.reason)
         ok = False
