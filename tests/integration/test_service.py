@@ -20,6 +20,7 @@ from cadenza import net
 from cadenza.protocol import api
 from cadenza.protocol.admission import hello_payload
 from cadenza.protocol.certificate import CertificateError, CertificateVerifier, Reason
+from cadenza.protocol.errors import ErrorCode
 from cadenza.protocol.manifest import ChunkError, ManifestVerifier
 from cadenza.protocol.messages import ErrorReply, Message
 from cadenza.protocol.noise import KeyPair
@@ -170,18 +171,38 @@ async def test_requests_before_login_are_refused(tmp_path: Path) -> None:
 
 
 async def test_failed_logins_are_throttled(tmp_path: Path) -> None:
-    async with service(tmp_path) as svc, speaker(svc) as s:
+    async with service(tmp_path) as svc:
         codes = []
         for _ in range(8):
-            reply = await login_request(s.conn, username="bob", password="guess guess")
-            assert isinstance(reply, ErrorReply)
-            codes.append(reply.code)
+            async with speaker(svc, username="bob", password="guess guess") as s:
+                assert isinstance(s.login, ErrorReply)
+                codes.append(s.login.code)
         assert codes[:5] == ["auth-failed"] * 5
         assert "throttled" in codes[5:]
         # Even the right password waits while throttled.
-        reply = await login_request(s.conn, username="bob", password=PASSWORD)
-        assert isinstance(reply, ErrorReply) and reply.code == "throttled"
-        assert "retry in" in reply.message
+        async with speaker(svc, username="bob", password=PASSWORD) as s:
+            assert isinstance(s.login, ErrorReply) and s.login.code == "throttled"
+            assert "retry in" in s.login.message
+
+
+async def test_a_connection_gets_two_tries_and_is_hung_up_on_when_throttled(
+    tmp_path: Path,
+) -> None:
+    """A stranger's every further guess costs it a new handshake (which the listener's gate
+    bounds per address): after two failures, or one throttled answer, the service hangs up,
+    saying why. Two, because a speaker tries its device credential, then the password."""
+    async with service(tmp_path) as svc, speaker(svc) as s:
+        stale = await login_request(s.conn, device_credential=bytes(32))
+        assert isinstance(stale, ErrorReply) and stale.code == "auth-failed"
+        ok = await login_request(s.conn, username="alice", password=PASSWORD)
+        assert isinstance(ok, api.LoginOk)
+    async with service(tmp_path / "2") as svc, speaker(svc) as s:
+        for _ in range(2):
+            reply = await login_request(s.conn, username="alice", password="guess guess")
+            assert isinstance(reply, ErrorReply) and reply.code == "auth-failed"
+        await s.conn.wait_closed()
+        assert s.conn.goaway is not None
+        assert s.conn.goaway.code is ErrorCode.AUTHENTICATION_FAILED
 
 
 # --- catalog -------------------------------------------------------------------------------------

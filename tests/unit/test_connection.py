@@ -624,3 +624,12 @@ def test_tiny_fragments_cost_their_bytes_not_an_object_each() -> None:
         tracemalloc.stop()
     assert server.held == 100_000
     assert held < 400_000  # a bytes object per fragment would be ~3.5 MB
+
+
+def test_bytes_read_are_let_go_at_once() -> None:
+    client, server = _open_pair()
+    cid = client.open_channel()
+    client.send_message(cid, Echo(bytes(60_000)))
+    server.receive_data(client.data_to_send())
+    assert [type(e) for e in drain(server)] == [MessageReceived]
+    assert len(server._rbuf) == 0  # not 60 KB parked until the next compaction

@@ -114,6 +114,21 @@ def test_hard_max_refuses() -> None:
     assert len(t) == 2 and pid(2) not in t
 
 
+def test_a_full_table_makes_room_by_evicting_the_least_useful_past_its_grace() -> None:
+    """Found by bench/hostile.py: 30 idle links of one account held a speaker's table full,
+    and every genuine newcomer was refused for as long as they stayed (the table refused at
+    the hard maximum before looking for anyone to evict)."""
+    t = NeighbourTable(soft_max=2, hard_max=3)
+    for i in range(3):
+        t.add(pid(i), now=0, lan=False)
+    t.record_download(pid(0), MiB, 0)
+    t.record_download(pid(2), MiB, 0)
+    evicted = t.add(pid(9), now=LATER, lan=False)
+    # The idle one first; then the table is trimmed back to its soft maximum as always.
+    assert evicted[0] == pid(1) and len(evicted) == 2
+    assert pid(9) in t and len(t) == 2
+
+
 def test_re_adding_known_neighbour_updates_lan_only() -> None:
     t = NeighbourTable(soft_max=1, hard_max=1)
     t.add(pid(0), now=0, lan=False)

@@ -417,12 +417,26 @@ class PeerConnection:
         try:
             self.peer_info = self._verify(ev.remote_static, ev.remote_payload)
         except ProtocolError as exc:
-            self._sansio.send_goaway(ErrorCode.AUTHENTICATION_FAILED, str(exc))
-            self._kick()
-            with trio.move_on_after(1.0):
-                while self._sansio.wants_write:
-                    await self._progress.park()
+            await self._say_goodbye(ErrorCode.AUTHENTICATION_FAILED, str(exc))
             raise HandshakeFailed(f"peer refused: {exc}") from None
+
+    async def _say_goodbye(self, code: ErrorCode, reason: str) -> None:
+        """What is queued (a last reply), then a GOAWAY saying why, each given a moment
+        (bounded) to leave: a GOAWAY is urgent and would overtake the reply."""
+        with trio.move_on_after(1.0):
+            while self._sansio.wants_write and self._lost is None:
+                self._kick()
+                await self._progress.park()
+            self._sansio.send_goaway(code, reason)
+            while self._sansio.wants_write and self._lost is None:
+                self._kick()
+                await self._progress.park()
+
+    async def refuse(self, code: ErrorCode, reason: str) -> None:
+        """Hang up on the peer now, telling it why: what is already queued (a last reply)
+        leaves first, then a GOAWAY with ``code``; open channels are not waited for."""
+        await self._say_goodbye(code, reason)
+        self.abort(reason)
 
     async def _read(self) -> bytes:
         try:

@@ -105,7 +105,8 @@ class NeighbourTable:
 
     Above the soft maximum the least useful neighbours are evicted, except busy ones (a transfer
     in progress) and new ones (within ``GRACE_S``); so the table can stay above the soft maximum
-    for a while, but never goes above the hard one: new neighbours are refused instead.
+    for a while, but never goes above the hard one: at the hard maximum a newcomer takes the
+    place of the least useful evictable neighbour, and is refused only if there is none.
     """
 
     soft_max: int = DEFAULT_SOFT_MAX
@@ -135,10 +136,19 @@ class NeighbourTable:
         if entry is not None:
             entry.score.lan = lan
             return []
-        if len(self._entries) >= self.hard_max:
-            raise TableFull(f"neighbour table full ({self.hard_max} neighbours, none evictable)")
-        self._entries[peer_id] = _Entry(UtilityScore(lan=lan, updated=now), added=now)
         evicted: list[PeerId] = []
+        if len(self._entries) >= self.hard_max:
+            # Full: the least useful neighbour past its grace makes room. Refusing before
+            # trying let anyone who filled the table (a flood of idle links of one account)
+            # keep every newcomer out for as long as it liked.
+            candidates = self.evict_candidates(now)
+            if not candidates:
+                raise TableFull(
+                    f"neighbour table full ({self.hard_max} neighbours, none evictable)"
+                )
+            del self._entries[candidates[0]]
+            evicted.append(candidates[0])
+        self._entries[peer_id] = _Entry(UtilityScore(lan=lan, updated=now), added=now)
         while len(self._entries) > self.soft_max:
             candidates = [p for p in self.evict_candidates(now) if p != peer_id]
             if not candidates:

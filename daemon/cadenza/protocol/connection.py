@@ -359,6 +359,11 @@ class Connection:
     def _next_noise_message(self) -> tuple[int, int] | None:
         buf = self._rbuf
         pos = self._rpos
+        if pos and pos == len(buf):
+            # All read: let the memory go now, not at the next compaction (a stranger's
+            # connection would otherwise park up to _COMPACT_AT of spent bytes).
+            buf.clear()
+            self._rpos = pos = 0
         avail = len(buf) - pos
         if self.role is Role.RESPONDER and self._pattern is None:
             if avail < fr.PREAMBLE.size:

@@ -27,6 +27,7 @@ from cadenza import blocking, links, net
 from cadenza.protocol import api, budget
 from cadenza.protocol.admission import hello_payload, read_hello
 from cadenza.protocol.certificate import CERT_LIFETIME, CertificateIssuer
+from cadenza.protocol.errors import ErrorCode
 from cadenza.protocol.manifest import chunk_count
 from cadenza.protocol.messages import BulkKind, ErrorReply, Message
 from cadenza.protocol.noise import KeyPair
@@ -60,6 +61,8 @@ MAX_PASSWORD_CHECKS = 2
 MAX_PASSWORD_QUEUE = 16
 # Password logins waiting their turn for one address or account; more are refused at once.
 MAX_LOGINS_WAITING = 8
+# Failed logins a connection may make before it is hung up on (one throttled is enough).
+MAX_LOGIN_TRIES = 2
 # What the peers of all connections together may make the access point hold (budget.py):
 # far above what thousands of logged-in speakers hold (they consume their requests at once).
 POOL_LIMIT = 64 * 1024 * 1024
@@ -94,6 +97,7 @@ class Session:
     started: float = field(default_factory=time.time)
     admitted: trio.Event = field(default_factory=trio.Event)
     logging_in: bool = False
+    failed_logins: int = 0
 
     @property
     def observed(self) -> tuple[str, int]:
@@ -251,10 +255,20 @@ class AccessPoint:
         if isinstance(request, net.Bulk):
             raise net.RequestError("bad-request", "expected a request message")
         if isinstance(request, api.Login):
-            await ch.send(await self._login(session, request), end=True)
+            answer = await self._login(session, request)
+            await ch.send(answer, end=True)
+            if not session.logged_in and isinstance(answer, ErrorReply):
+                session.failed_logins += 1
+                # A stranger gets few tries per connection: each more costs it a handshake
+                # (and the listener's gate bounds those per address). A speaker tries its
+                # device credential, then the password.
+                if answer.code == "throttled" or session.failed_logins >= MAX_LOGIN_TRIES:
+                    await conn.refuse(ErrorCode.AUTHENTICATION_FAILED, answer.message)
             return
         if not session.logged_in:
-            raise net.RequestError("unauthenticated", "log in first")
+            await ch.send(ErrorReply("unauthenticated", "log in first"), end=True)
+            await conn.refuse(ErrorCode.AUTHENTICATION_FAILED, "log in first")
+            return
         if isinstance(request, api.GetChunks):
             await self._get_chunks(ch, request)
             return
@@ -278,17 +292,26 @@ class AccessPoint:
             return ErrorReply("throttled", "a login is already in progress on this connection")
         session.logging_in = True
         try:
-            if not password or req.device_credential:
+            if req.device_credential:
                 return await self._attempt(session, req, Attempt(session.conn, host, None))
+            attempt = Attempt(session.conn, host, req.username)
+            # Held back before it may wait its turn: a flood of refused guesses must not
+            # fill the queues that the owner's login waits in.
+            refusal = self.throttle.check(attempt, time.time())
+            if refusal is not None:
+                return ErrorReply("throttled", refusal.reason)
             # Password logins take turns per address and per account (the speakers of a
-            # household set up at once wait a moment; a flood waits or is refused), so that
-            # each sees every failure before it.
-            async with self._turns.take((f"addr:{host}", f"user:{req.username}")) as granted:
+            # household set up at once wait a moment), so that each sees every failure
+            # before it; an address the account knows skips the account's queue.
+            keys = [f"addr:{host}"]
+            if not self.throttle.known(req.username, host, time.time()):
+                keys.append(f"user:{req.username}")
+            async with self._turns.take(tuple(keys)) as granted:
                 if not granted:
                     return ErrorReply(
                         "throttled", "too many logins waiting for this address or account"
                     )
-                return await self._attempt(session, req, Attempt(session.conn, host, req.username))
+                return await self._attempt(session, req, attempt)
         finally:
             session.logging_in = False
 

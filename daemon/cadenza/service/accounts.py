@@ -335,6 +335,7 @@ class LoginThrottle:
         self._failures: dict[str, tuple[int, float]] = {}
         self._known: dict[tuple[str, str], float] = {}
         self._in_flight: set[object] = set()
+        self._marked: dict[Attempt, tuple[object, ...]] = {}
 
     def begin(self, attempt: Attempt, now: float) -> Refusal | None:
         conn_key = ("conn", attempt.connection)
@@ -342,23 +343,38 @@ class LoginThrottle:
             return Refusal("a login is already in progress on this connection", IN_FLIGHT_RETRY)
         user = attempt.user
         if user is None:
-            self._in_flight.add(conn_key)
+            self._mark(attempt, (conn_key,))
             return None
+        known = self.known(user, attempt.address, now)
         addr_key, user_key = f"addr:{attempt.address}", f"user:{user}"
         if addr_key in self._in_flight:
             return Refusal("another login from this address is in progress", IN_FLIGHT_RETRY)
-        if user_key in self._in_flight:
+        if user_key in self._in_flight and not known:
             return Refusal("another login for this account is in progress", IN_FLIGHT_RETRY)
+        refusal = self.check(attempt, now)
+        if refusal is not None:
+            return refusal
+        self._mark(attempt, (conn_key, addr_key) if known else (conn_key, addr_key, user_key))
+        return None
+
+    def _mark(self, attempt: Attempt, keys: tuple[object, ...]) -> None:
+        self._in_flight.update(keys)
+        self._marked[attempt] = keys
+
+    def check(self, attempt: Attempt, now: float) -> Refusal | None:
+        """The back-off alone (nothing is marked in flight): a refusal, or None."""
+        user = attempt.user
+        if user is None:
+            return None
         wait = self._wait(f"pair:{user}|{attempt.address}", now, FREE_FAILURES, MAX_DELAY)
         if not self.known(user, attempt.address, now):
             wait = max(
                 wait,
-                self._wait(addr_key, now, FREE_FAILURES, MAX_DELAY),
-                self._wait(user_key, now, FREE_ACCOUNT_FAILURES, MAX_ACCOUNT_DELAY),
+                self._wait(f"addr:{attempt.address}", now, FREE_FAILURES, MAX_DELAY),
+                self._wait(f"user:{user}", now, FREE_ACCOUNT_FAILURES, MAX_ACCOUNT_DELAY),
             )
         if wait > 0:
             return Refusal(f"too many failed logins: retry in {wait:.0f} s", wait)
-        self._in_flight.update((conn_key, addr_key, user_key))
         return None
 
     def end(self, attempt: Attempt, now: float, *, ok: bool, user: str | None = None) -> None:
@@ -377,10 +393,7 @@ class LoginThrottle:
             self._known.pop((name, attempt.address), None)
             self._known[(name, attempt.address)] = now
             self._trim(self._known)
-        self._in_flight.discard(("conn", attempt.connection))
-        if attempt.user is not None:
-            self._in_flight.discard(f"addr:{attempt.address}")
-            self._in_flight.discard(f"user:{attempt.user}")
+        self._in_flight.difference_update(self._marked.pop(attempt, ()))
 
     def known(self, user: str, address: str, now: float) -> bool:
         """``user`` logged in from ``address`` recently."""
