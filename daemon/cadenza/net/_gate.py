@@ -4,9 +4,13 @@ A stranger's connection costs memory and a handshake's CPU before it has proved 
 so a listener counts what each source address holds:
 
 * connections not yet authenticated (the handshake, then the login or admission) are capped
-  per address and in total; past the total, the oldest of them is shed to make room (OpenSSH's
-  MaxStartups, except that the newcomer is not the one refused: a legitimate client finishes
-  its handshake and login in a few round trips, a flood's connections sit there);
+  per address and in total. Past the total, the oldest of them is shed to make room if it has
+  had its chance (``PATIENCE``: a legitimate client finishes its handshake and login in a
+  few round trips, a flood's connections sit there), and always for an address that has
+  authenticated before (a speaker coming back gets in through a flood of strangers); a
+  stranger arriving at a full house from an address never seen authenticated is refused,
+  which costs nothing, where taking it in costs a handshake (OpenSSH's MaxStartups, with
+  WireGuard's preference, under load, for peers that have proved themselves);
 * all connections are capped per address (a household behind one NAT is a few speakers, a
   flood is thousands) and in total;
 * new connections from one address arrive at a bounded rate (a token bucket per address): a
@@ -57,6 +61,12 @@ PEER_GATE: Final = GateLimits(
     burst=16,
     rate=2.0,
 )
+# A stranger that has not authenticated this long after connecting has had its chance: it may
+# be shed for a newcomer from anywhere (before that, only for an address known to the gate).
+PATIENCE: Final = 2.0
+# An address that authenticated is known to the gate for this long, and this many are kept.
+VOUCHED_FOR: Final = 7 * 24 * 3600.0
+_VOUCHED_KEPT: Final = 65_536
 # Addresses whose arrival rate is remembered (least recently seen dropped): far more than
 # connect in the time a bucket takes to refill, so forgetting one loses nothing.
 _RATE_KEPT: Final = 65_536
@@ -74,8 +84,10 @@ class Gate:
         self._per_address: Counter[str] = Counter()
         self._unauth_per_address: Counter[str] = Counter()
         # Unauthenticated tickets in arrival order (dicts keep it): the oldest is shed first.
-        self._unauth: dict[object, str] = {}
+        self._unauth: dict[object, tuple[str, float]] = {}
         self._addresses: dict[object, str] = {}
+        # address -> when a connection from it last authenticated
+        self._vouched: OrderedDict[str, float] = OrderedDict()
         # address -> (tokens, when last counted)
         self._arrivals: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.refused = 0
@@ -119,23 +131,42 @@ class Gate:
             )
         victim = None
         if len(self._unauth) >= limits.unauthenticated:
-            victim = next(iter(self._unauth))
+            victim, (_, since) = next(iter(self._unauth.items()))
+            if now - since < PATIENCE and not self.vouched(address, now):
+                self.refused += 1
+                raise Refused(f"{limits.unauthenticated} connections waiting to authenticate")
             self.shed += 1
-            self.authenticated(victim)  # no longer counted as waiting; left() ends it
+            self._forget_stranger(victim)  # no longer counted as waiting; left() ends it
         self._addresses[ticket] = address
         self._per_address[address] += 1
-        self._unauth[ticket] = address
+        self._unauth[ticket] = (address, now)
         self._unauth_per_address[address] += 1
         return victim
 
-    def authenticated(self, ticket: object) -> None:
-        """``ticket`` has logged in or been admitted: it no longer counts as a stranger."""
-        address = self._unauth.pop(ticket, None)
+    def authenticated(self, ticket: object, now: float) -> None:
+        """``ticket`` has logged in or been admitted: it no longer counts as a stranger,
+        and its address is known to the gate from now on."""
+        address = self._forget_stranger(ticket)
         if address is not None:
-            self._decrement(self._unauth_per_address, address)
+            self._vouched.pop(address, None)
+            self._vouched[address] = now
+            if len(self._vouched) > _VOUCHED_KEPT:
+                self._vouched.popitem(last=False)
+
+    def vouched(self, address: str, now: float) -> bool:
+        """A connection from ``address`` authenticated recently."""
+        since = self._vouched.get(address)
+        return since is not None and now - since < VOUCHED_FOR
+
+    def _forget_stranger(self, ticket: object) -> str | None:
+        found = self._unauth.pop(ticket, None)
+        if found is None:
+            return None
+        self._decrement(self._unauth_per_address, found[0])
+        return found[0]
 
     def left(self, ticket: object) -> None:
-        self.authenticated(ticket)
+        self._forget_stranger(ticket)
         address = self._addresses.pop(ticket, None)
         if address is not None:
             self._decrement(self._per_address, address)

@@ -97,7 +97,7 @@ async def serve_connections(
             if isinstance(victim, PeerConnection):
                 log.info("shed connection from %s: too many unauthenticated", victim.remote_address)
                 victim.abort("shed: too many connections waiting to authenticate")
-            conn._on_admit = partial(the_gate.authenticated, conn)
+            conn._on_admit = partial(_admitted, the_gate, conn)
         try:
             if on_connection is not None:
                 conn._hold_handlers()
@@ -116,6 +116,10 @@ async def serve_connections(
                 the_gate.left(conn)
 
     await trio.serve_listeners(serve_one, listeners, task_status=task_status)
+
+
+def _admitted(gate: Gate, conn: PeerConnection) -> None:
+    gate.authenticated(conn, trio.current_time())
 
 
 async def _watch(
