@@ -7,7 +7,14 @@ import pytest
 from cadenza.net._gate import PATIENCE, VOUCHED_FOR, Gate, GateLimits, Refused
 
 LIMITS = GateLimits(
-    total=10, per_address=4, unauthenticated=5, unauthenticated_per_address=2, burst=100, rate=1.0
+    total=10,
+    per_address=4,
+    unauthenticated=5,
+    unauthenticated_per_address=2,
+    burst=100,
+    rate=1.0,
+    strangers_burst=100,
+    strangers_rate=1.0,
 )
 
 
@@ -67,7 +74,14 @@ def test_an_address_that_authenticated_before_gets_in_through_a_flood() -> None:
 
 def test_the_total_is_a_hard_cap() -> None:
     limits = GateLimits(
-        total=3, per_address=3, unauthenticated=3, unauthenticated_per_address=3, burst=9, rate=1
+        total=3,
+        per_address=3,
+        unauthenticated=3,
+        unauthenticated_per_address=3,
+        burst=9,
+        rate=1,
+        strangers_burst=9,
+        strangers_rate=1,
     )
     gate = Gate(limits)
     for i in range(3):
@@ -83,7 +97,7 @@ def test_the_total_is_a_hard_cap() -> None:
 def test_an_address_connecting_too_fast_is_refused_until_its_bucket_refills() -> None:
     limits = GateLimits(
         total=100, per_address=100, unauthenticated=100, unauthenticated_per_address=100,
-        burst=3, rate=2.0,
+        burst=3, rate=2.0, strangers_burst=100, strangers_rate=100.0,
     )  # fmt: skip
     gate = Gate(limits)
     for i in range(3):
@@ -93,3 +107,21 @@ def test_an_address_connecting_too_fast_is_refused_until_its_bucket_refills() ->
         gate.arrive("x", "10.0.0.1", 0.1)
     assert gate.arrive("y", "10.0.0.2", 0.1) is None  # another address has its own
     assert gate.arrive("z", "10.0.0.1", 0.6) is None  # half a second: one more
+
+
+def test_strangers_all_together_arrive_at_a_bounded_rate_and_known_addresses_do_not_wait() -> None:
+    limits = GateLimits(
+        total=100, per_address=100, unauthenticated=100, unauthenticated_per_address=100,
+        burst=100, rate=100.0, strangers_burst=3, strangers_rate=1.0,
+    )  # fmt: skip
+    gate = Gate(limits)
+    gate.arrive("home", "192.0.2.1", 0.0)
+    gate.authenticated("home", 0.0)
+    for i in range(2):
+        gate.arrive(i, f"10.0.0.{i}", 0.0)
+    with pytest.raises(Refused, match="addresses not known here"):
+        gate.arrive("x", "10.0.0.9", 0.0)
+    # A speaker that authenticated before is not held back by the strangers' flood.
+    for i in range(5):
+        assert gate.arrive(f"home{i}", "192.0.2.1", 0.0) is None
+    assert gate.arrive("y", "10.0.0.9", 1.0) is None  # a second later: one more stranger

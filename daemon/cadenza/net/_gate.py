@@ -15,7 +15,11 @@ so a listener counts what each source address holds:
   flood is thousands) and in total;
 * new connections from one address arrive at a bounded rate (a token bucket per address): a
   handshake costs three X25519 operations, and a peer cut off for breaking its budget must
-  not come straight back a hundred times a second.
+  not come straight back a hundred times a second;
+* and new connections from addresses never seen authenticated, all together, at a bounded
+  rate too (``strangers_burst``, ``strangers_rate``): a flood from a thousand addresses
+  would otherwise spend the core on handshakes while the speakers that were here before
+  wait behind it in the accept queue. Known addresses are never held back by it.
 
 The listener calls :meth:`Gate.arrive` for each accepted socket and acts on the answer,
 :meth:`Gate.authenticated` when the application has taken the peer in, :meth:`Gate.left`
@@ -38,6 +42,8 @@ class GateLimits:
     unauthenticated_per_address: int
     burst: int  # connections an address may open at once
     rate: float  # and then per second
+    strangers_burst: int  # connections from unknown addresses, all together, at once
+    strangers_rate: float  # and then per second
 
 
 # An access point: thousands of speakers, a few per household address (many more behind a
@@ -50,6 +56,10 @@ SERVICE_GATE: Final = GateLimits(
     unauthenticated_per_address=16,
     burst=64,
     rate=8.0,
+    # A handshake and a login cost a few ms of one core: 100 a second from strangers leave
+    # most of it for known speakers, and new ones get in within a few tries.
+    strangers_burst=200,
+    strangers_rate=100.0,
 )
 # A speaker's peer port: its neighbour table holds up to 60, and a LAN has a few speakers;
 # a peer dials a speaker once per link (and again after a failure, backing off).
@@ -60,6 +70,8 @@ PEER_GATE: Final = GateLimits(
     unauthenticated_per_address=4,
     burst=16,
     rate=2.0,
+    strangers_burst=32,
+    strangers_rate=10.0,
 )
 # A stranger that has not authenticated this long after connecting has had its chance: it may
 # be shed for a newcomer from anywhere (before that, only for an address known to the gate).
@@ -88,6 +100,7 @@ class Gate:
         self._addresses: dict[object, str] = {}
         # address -> when a connection from it last authenticated
         self._vouched: OrderedDict[str, float] = OrderedDict()
+        self._strangers = (float(limits.strangers_burst), 0.0)  # tokens, when counted
         # address -> (tokens, when last counted)
         self._arrivals: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.refused = 0
@@ -117,6 +130,19 @@ class Gate:
         self._arrivals[address] = (tokens - 1.0, now)
         if len(self._arrivals) > _RATE_KEPT:
             self._arrivals.popitem(last=False)
+        if not self.vouched(address, now):
+            tokens, then = self._strangers
+            tokens = min(
+                float(limits.strangers_burst), tokens + (now - then) * limits.strangers_rate
+            )
+            if tokens < 1.0:
+                self._strangers = (tokens, now)
+                self.refused += 1
+                raise Refused(
+                    f"more than {limits.strangers_rate:g} connections a second from"
+                    " addresses not known here"
+                )
+            self._strangers = (tokens - 1.0, now)
         if len(self._addresses) >= limits.total:
             self.refused += 1
             raise Refused(f"{limits.total} connections already")
