@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -95,7 +96,7 @@ class Session:
     p2p_port: int = 0
     logged_in: bool = False
     started: float = field(default_factory=time.time)
-    admitted: trio.Event = field(default_factory=trio.Event)
+    login_deadline: trio.CancelScope = field(default_factory=trio.CancelScope)
     logging_in: bool = False
     failed_logins: int = 0
 
@@ -230,12 +231,13 @@ class AccessPoint:
         session = self._session_for(conn)
         task_status.started()  # requests are handled from now on
         try:
-            with trio.move_on_after(LOGIN_TIMEOUT):
-                await session.admitted.wait()
-            if not session.logged_in:
+            # The login lifts the deadline (an unscheduled change: no wake-up for a login).
+            with session.login_deadline:
+                session.login_deadline.deadline = trio.current_time() + LOGIN_TIMEOUT
+                await conn.wait_closed()
+            if session.login_deadline.cancelled_caught:
                 log.info("dropped connection from %s: no login in time", session.observed[0])
                 conn.abort(f"no login within {LOGIN_TIMEOUT:.0f} s")
-            await conn.wait_closed()
         finally:
             self._end(session)
 
@@ -377,7 +379,7 @@ class AccessPoint:
         # No longer a stranger: out of the listener's count of them, and a budget for a
         # speaker's requests (before the reply leaves, so its first requests find it).
         session.conn.admit(budget.LOGGED_IN)
-        session.admitted.set()
+        session.login_deadline.deadline = math.inf
         self._by_peer[session.peer_id] = session
         self._by_device[device.id] = session
         self._register_with_tracker(session)
