@@ -8,12 +8,12 @@ at the newline.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile
+
+from ingestcli import run_cli
 
 
 def write_wav_bytes_name(folder: Path, name: bytes, seed: int) -> None:
@@ -21,17 +21,6 @@ def write_wav_bytes_name(folder: Path, name: bytes, seed: int) -> None:
     audio = np.random.default_rng(seed).uniform(-0.3, 0.3, (44100, 2))
     with open(os.path.join(os.fsencode(folder), name), "wb") as f:
         soundfile.write(f, audio, 44100, format="WAV")
-
-
-def run_cli(*args: str | Path, data: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from cadenza.cli.ingest import main; sys.exit(main())"
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env, "CADENZA_DATA": str(data)},
-    )
 
 
 def test_cli_reports_each_odd_file_name_on_one_line(tmp_path: Path) -> None:

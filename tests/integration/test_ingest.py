@@ -9,8 +9,6 @@ separate process.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from cadenza.service.catalog import Catalog, Track
 from cadenza.service.db import Database
 from cadenza.service.ingest import Progress, ingest
 from cadenza.service.storage import Storage
+from ingestcli import run_cli
 
 FORMATS = {
     "wav": ("WAV", "PCM_16"),
@@ -303,19 +302,6 @@ def test_temporary_files_are_removed(
 
 
 # -- the command ------------------------------------------------------------------------
-
-
-def run_cli(
-    *args: str | Path, data: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from cadenza.cli.ingest import main; sys.exit(main())"
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {}), "CADENZA_DATA": str(data)},
-    )
 
 
 def test_cli_exit_status_progress_and_summary(

@@ -121,28 +121,21 @@ class Gate:
         Raises :class:`Refused` when a cap that shedding cannot help is reached.
         """
         limits = self.limits
-        tokens, then = self._arrivals.pop(address, (float(limits.burst), now))
-        tokens = min(float(limits.burst), tokens + (now - then) * limits.rate)
-        if tokens < 1.0:
-            self._arrivals[address] = (tokens, now)
-            self.refused += 1
-            raise Refused(f"more than {limits.rate:g} connections a second from {address}")
-        self._arrivals[address] = (tokens - 1.0, now)
+        full = (float(limits.burst), now)
+        ok, self._arrivals[address] = _take(self._arrivals.pop(address, full), limits, now)
         if len(self._arrivals) > _RATE_KEPT:
             self._arrivals.popitem(last=False)
+        if not ok:
+            self.refused += 1
+            raise Refused(f"more than {limits.rate:g} connections a second from {address}")
         if not self.vouched(address, now):
-            tokens, then = self._strangers
-            tokens = min(
-                float(limits.strangers_burst), tokens + (now - then) * limits.strangers_rate
-            )
-            if tokens < 1.0:
-                self._strangers = (tokens, now)
+            ok, self._strangers = _take(self._strangers, limits, now, strangers=True)
+            if not ok:
                 self.refused += 1
                 raise Refused(
                     f"more than {limits.strangers_rate:g} connections a second from"
                     " addresses not known here"
                 )
-            self._strangers = (tokens - 1.0, now)
         if len(self._addresses) >= limits.total:
             self.refused += 1
             raise Refused(f"{limits.total} connections already")
@@ -202,3 +195,20 @@ class Gate:
         counter[key] -= 1
         if counter[key] <= 0:
             del counter[key]
+
+
+def _take(
+    bucket: tuple[float, float], limits: GateLimits, now: float, *, strangers: bool = False
+) -> tuple[bool, tuple[float, float]]:
+    """A token bucket as ``(tokens, when counted)``: whether one token was there to take,
+    and the bucket after."""
+    burst, rate = (
+        (limits.strangers_burst, limits.strangers_rate)
+        if strangers
+        else (limits.burst, limits.rate)
+    )
+    tokens, then = bucket
+    tokens = min(float(burst), tokens + (now - then) * rate)
+    if tokens < 1.0:
+        return False, (tokens, now)
+    return True, (tokens - 1.0, now)
