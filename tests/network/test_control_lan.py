@@ -168,35 +168,79 @@ def test_oversized_and_malformed_bodies_from_the_lan_get_4xx(lan: tuple[Lan, Any
     assert r.status_code == 400 and "name" in r.json()["error"]["message"]
 
 
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+</busconfig>
+"""
+
+
 @contextlib.contextmanager
-def avahi(host: Host, tmp: Path) -> Iterator[None]:
-    """A system D-Bus and an avahi-daemon inside ``host`` (TESTING.md's recipe)."""
-    Path("/run/dbus").mkdir(parents=True, exist_ok=True)
-    bus = None
-    if not Path("/run/dbus/system_bus_socket").exists():
-        Path("/run/dbus/pid").unlink(missing_ok=True)  # left by a bus that is gone
-        out = subprocess.run(
-            ["dbus-daemon", "--system", "--fork", "--print-pid"],
-            capture_output=True,
-            text=True,
-            check=True,
+def avahi(host: Host, tmp: Path) -> Iterator[dict[str, str]]:
+    """An avahi-daemon inside ``host`` on a D-Bus of its own; yields the environment that
+    points avahi-browse at it.
+
+    Nothing is shared with the machine or with another run on it: the bus listens on a socket
+    under ``tmp`` (not /run/dbus) and avahi runs in a private mount namespace with its own
+    /run/avahi-daemon, so a stale pid file or a second suite running at the same time cannot
+    make it refuse to start (it did: "avahi-daemon -D" exited 1 in CI)."""
+    socket = tmp / "system_bus_socket"
+    config = tmp / "bus.conf"
+    config.write_text(BUS_CONFIG.format(socket=socket))
+    out = subprocess.run(
+        ["dbus-daemon", f"--config-file={config}", "--fork", "--print-pid"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    bus = int(out.stdout.split()[0])
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={socket}"}
+    log_path = tmp / "avahi.log"
+    script = "mount -t tmpfs tmpfs /run/avahi-daemon && exec avahi-daemon --no-drop-root --no-chroot"
+    with open(log_path, "w") as log:
+        daemon = host.popen(
+            ["unshare", "-m", "sh", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-        bus = int(out.stdout.split()[0])
-    host.run(["avahi-daemon", "--no-drop-root", "--no-chroot", "-D"], capture_output=True)
     try:
-        yield
+        deadline = time.monotonic() + 30
+        while "Server startup complete" not in log_path.read_text():
+            assert daemon.poll() is None, f"avahi-daemon exited: {log_path.read_text()}"
+            assert time.monotonic() < deadline, f"avahi-daemon never started: {log_path.read_text()}"
+            time.sleep(0.1)
+        yield env
     finally:
-        host.run(["avahi-daemon", "-k"], check=False, capture_output=True)
-        if bus is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(bus, signal.SIGTERM)
-            for leftover in ("system_bus_socket", "pid"):
-                Path("/run/dbus", leftover).unlink(missing_ok=True)
+        daemon.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.wait(timeout=10)
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(bus, signal.SIGTERM)
 
 
-def browse(host: Host) -> list[list[str]]:
+def browse(host: Host, env: dict[str, str]) -> list[list[str]]:
     out = host.run(
-        ["avahi-browse", "-rpt", "_cadenza._tcp"], capture_output=True, text=True, timeout=30
+        ["avahi-browse", "-rpt", "_cadenza._tcp"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
     ).stdout
 
     # -p escapes characters in names as \DDD (decimal): "Living\032Room".
@@ -213,11 +257,11 @@ def test_avahi_browse_sees_the_speaker_and_its_rename(lan: tuple[Lan, Any], tmp_
     made, _ = lan
     speaker, browser = made.hosts[0], made.hosts[2]
     owner = f"http://127.0.0.1:{PORT}/api/v1"
-    with avahi(browser, tmp_path):
+    with avahi(browser, tmp_path) as env:
         deadline = time.monotonic() + 30
         found: list[list[str]] = []
         while time.monotonic() < deadline and not found:
-            found = [f for f in browse(browser) if f[3] == "Kitchen"]
+            found = [f for f in browse(browser, env) if f[3] == "Kitchen"]
         assert found, "avahi-browse never resolved the speaker"
         entry = found[0]
         assert entry[7] == speaker.address and entry[8] == str(PORT)
@@ -229,7 +273,7 @@ def test_avahi_browse_sees_the_speaker_and_its_rename(lan: tuple[Lan, Any], tmp_
         deadline = time.monotonic() + 30
         names: set[str] = set()
         while time.monotonic() < deadline:
-            names = {f[3] for f in browse(browser)}
+            names = {f[3] for f in browse(browser, env)}
             if "Living Room" in names and "Kitchen" not in names:
                 break
         assert "Living Room" in names and "Kitchen" not in names, names
