@@ -211,7 +211,9 @@ def avahi(host: Host, tmp: Path) -> Iterator[dict[str, str]]:
     bus = int(out.stdout.split()[0])
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={socket}"}
     log_path = tmp / "avahi.log"
-    script = "mount -t tmpfs tmpfs /run/avahi-daemon && exec avahi-daemon --no-drop-root --no-chroot"
+    script = (
+        "mount -t tmpfs tmpfs /run/avahi-daemon && exec avahi-daemon --no-drop-root --no-chroot"
+    )
     with open(log_path, "w") as log:
         daemon = host.popen(
             ["unshare", "-m", "sh", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -219,8 +221,9 @@ def avahi(host: Host, tmp: Path) -> Iterator[dict[str, str]]:
     try:
         deadline = time.monotonic() + 30
         while "Server startup complete" not in log_path.read_text():
-            assert daemon.poll() is None, f"avahi-daemon exited: {log_path.read_text()}"
-            assert time.monotonic() < deadline, f"avahi-daemon never started: {log_path.read_text()}"
+            said = log_path.read_text()
+            assert daemon.poll() is None, f"avahi-daemon exited: {said}"
+            assert time.monotonic() < deadline, f"avahi-daemon never started: {said}"
             time.sleep(0.1)
         yield env
     finally:
