@@ -36,6 +36,9 @@ import cadenza
 # async generators or classes deriving from interpreted ones (trio's ABCs, Exception
 # subclasses) cannot be compiled: the stream engine, the connection's trio layer, messages.
 MODULES: tuple[str, ...] = (
+    "cadenza/protocol/_channels.py",
+    "cadenza/protocol/_events.py",
+    "cadenza/protocol/_framing.py",
     "cadenza/protocol/connection.py",
     "cadenza/protocol/frames.py",
     "cadenza/protocol/manifest.py",
