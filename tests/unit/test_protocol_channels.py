@@ -307,3 +307,23 @@ def test_the_allowance_keeps_the_budget_and_the_pool_in_step() -> None:
     assert allowance.held == 0 and pool.total == 0 and pool.held(member) == 0
     allowance.release_all()  # idempotent
     assert member.shed_for == []
+
+
+def test_the_allowance_keeps_its_connection_only_while_in_a_pool() -> None:
+    """The connection owns its allowance: a reference back would be a cycle, which the
+    collector, not reference counting, would have to free (tests/integration/test_net_loopback)."""
+    import weakref
+
+    member = _Member()
+    gone = weakref.ref(member)
+    allowance = Allowance(UNLIMITED, None, member)
+    del member
+    assert gone() is None
+    pool = MemoryPool(1000)
+    member = _Member()
+    gone = weakref.ref(member)
+    pool.join(member)
+    allowance = Allowance(UNLIMITED, pool, member)
+    del member
+    allowance.release_all()
+    assert gone() is None and allowance.held == 0

@@ -85,7 +85,9 @@ class Allowance:
         self.budget = budget
         self.held = 0  # bytes on the peer's channels not yet consumed
         self._pool = pool
-        self._member = member
+        # The member is the connection that owns this allowance: kept only while in a pool,
+        # and let go with it, so that the two are not a cycle for the collector to find.
+        self._member = member if pool is not None else None
 
     def hold(self, rc: _RecvChannel, cid: int, n: int) -> None:
         """The peer's channel ``cid`` makes us hold ``n`` more bytes, within its budget."""
@@ -95,8 +97,9 @@ class Allowance:
                 f" (channel {cid})",
                 code=ErrorCode.OVER_BUDGET,
             )
-        if self._pool is not None:
-            self._pool.charge(self._member, n)
+        pool, member = self._pool, self._member
+        if pool is not None and member is not None:
+            pool.charge(member, n)
         self.held += n
         rc.held += n
 
@@ -106,14 +109,15 @@ class Allowance:
         if n:
             rc.held -= n
             self.held -= n
-            if self._pool is not None:
-                self._pool.release(self._member, n)
+            pool, member = self._pool, self._member
+            if pool is not None and member is not None:
+                pool.release(member, n)
 
     def release_all(self) -> None:
         """The connection is closed: nothing it held counts any more, here or in the pool."""
-        if self._pool is not None:
+        if self._pool is not None and self._member is not None:
             self._pool.leave(self._member)
-            self._pool = None
+        self._pool = self._member = None
         self.held = 0
 
 
