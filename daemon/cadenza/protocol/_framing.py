@@ -62,7 +62,9 @@ NEED_DATA: Final = _Sentinel.NEED_DATA
 
 class Framing:
     """Handshake, Noise transport, frame decoding and encoding, PING, and the connection's
-    state; see the module docstring."""
+    state; see the module docstring. Some 300 lines, as one class: the receive path and the
+    send path share the Noise transport and the state, and this is the only class that may
+    change either."""
 
     def __init__(
         self,
