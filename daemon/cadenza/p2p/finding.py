@@ -62,6 +62,9 @@ Found = Callable[[PeerLink, str], None]
 
 
 class Finder:
+    """Looks for holders and tells the tracker what we hold; connects only through the
+    :class:`~cadenza.p2p.links.LinkTable`, so its rules (and rate limit) apply."""
+
     def __init__(
         self,
         *,

@@ -99,6 +99,8 @@ Handler = Callable[[net.PeerConnection, net.Channel], Awaitable[None]]
 
 
 class LinkTable:
+    """The connections to other speakers; the only code that opens, admits or drops one."""
+
     def __init__(
         self,
         *,

@@ -69,6 +69,9 @@ class OverlayConfig:
 
 
 class Overlay:
+    """The peer service as the daemon, the stream engine and the simulator see it: its
+    parts are :attr:`table`, :attr:`server` and :attr:`finder`; its own code only wires them."""
+
     def __init__(
         self,
         *,

@@ -30,6 +30,8 @@ SLOT_WAIT = 3.0
 
 
 class Server:
+    """Answers neighbours' requests for what the cache holds; it dials and finds nobody."""
+
     def __init__(
         self,
         *,
