@@ -111,10 +111,18 @@ class PeerSource:
                     )
 
 
+class DownloadCredit(Protocol):
+    """Where the engine credits a neighbour with what it sent us (the overlay's neighbour
+    table, which keeps the useful ones): stated here so stream/ needs nothing from p2p/."""
+
+    def record_download(self, peer_id: bytes, nbytes: int, now: float) -> None: ...
+
+
 class PeerNetwork(Protocol):
     """What the engine needs of the overlay (:class:`cadenza.p2p.overlay.Overlay`)."""
 
-    neighbours: Any
+    @property
+    def neighbours(self) -> DownloadCredit: ...
 
     async def find(self, file_id: str, found: Callable[[Any, str], None]) -> None: ...
 
