@@ -29,11 +29,11 @@ from cadenza.player.player import Player
 from cadenza.player.volume import MixerVolume, Volume
 from cadenza.protocol.certificate import fingerprint
 from cadenza.protocol.messages import Message
-from cadenza.service.keys import load_or_create_static_key
 from cadenza.session import discovery
 from cadenza.session.client import Credentials, Endpoint, Session
 from cadenza.speaker import Speaker
 from cadenza.system.config import Config
+from cadenza.system.keys import load_or_create_static_key
 
 log = logging.getLogger("cadenza.daemon")
 
