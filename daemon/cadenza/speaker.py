@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from cadenza.stream.engine import (
     StreamStats,
     choose_file,
 )
+from cadenza.system.files import atomic_write
 
 log = logging.getLogger("cadenza.speaker")
 
@@ -746,10 +746,8 @@ def _load_json(path: Path | None) -> dict[str, dict[str, Any]]:
 def _save_json(path: Path, known: dict[str, dict[str, Any]]) -> None:
     while len(known) > MAX_KNOWN_TRACKS:
         known.pop(next(iter(known)))
-    tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(known))
     except OSError as exc:
         log.warning("cannot save %s: %s", path, exc)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from cadenza.system.files import atomic_write
 
 log = logging.getLogger("cadenza.control")
 
@@ -101,6 +102,4 @@ def load(path: Path, defaults: Settings) -> Settings:
 def save(path: Path, settings: Settings, defaults: Settings) -> None:
     """Keep only what differs from the configuration's values."""
     changed = {k: v for k, v in asdict(settings).items() if getattr(defaults, k) != v}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(changed))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(changed))

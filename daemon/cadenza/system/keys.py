@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from cadenza.protocol.noise import KeyPair
 
+from .files import fsync_dir, write_new
+
 __all__ = ["KEY_SIZE", "KeyFileError", "load_or_create_signing_key", "load_or_create_static_key"]
 
 KEY_SIZE = 32  # raw Ed25519 seed or X25519 scalar
@@ -51,16 +53,12 @@ def _load_or_create(path: Path, kind: str) -> bytes:
         pass
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_generate(kind))
-            f.flush()
-            os.fsync(f.fileno())
+        write_new(tmp, _generate(kind), 0o600)
         # link, unlike rename, refuses to replace a key another process just created.
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return _read(path, kind)
@@ -90,11 +88,3 @@ def _generate(kind: str) -> bytes:
             Encoding.Raw, PrivateFormat.Raw, NoEncryption()
         )
     return KeyPair.generate().private
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
