@@ -298,3 +298,39 @@ def test_the_import_check_catches_a_fabricated_cycle(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "cycle.b:" in done.stdout and "cycle.a:" in done.stdout
     assert "partially initialized module" in done.stdout
+
+
+# -- one gate to worker threads ---------------------------------------------------------
+
+
+def thread_escapes(rel: str, source: str) -> list[str]:
+    """Uses of ``trio.to_thread`` in ``source`` outside :mod:`cadenza.blocking`, which the
+    simulator could not run inline."""
+    if rel == "blocking.py":
+        return []
+    found = []
+    for node in ast.walk(ast.parse(source, filename=rel)):
+        direct = (
+            isinstance(node, ast.Attribute)
+            and node.attr == "to_thread"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "trio"
+        )
+        imported = (isinstance(node, ast.ImportFrom) and node.module == "trio.to_thread") or (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "trio"
+            and any(a.name == "to_thread" for a in node.names)
+        )
+        if direct or imported:
+            found.append(f"cadenza/{rel}:{node.lineno}: use cadenza.blocking.run_sync")
+    return found
+
+
+def test_blocking_calls_go_through_cadenza_blocking() -> None:
+    found = [hit for rel, src in package_sources().items() for hit in thread_escapes(rel, src)]
+    assert not found, "\n".join(found)
+    fabricated = "import trio\nasync def f():\n    await trio.to_thread.run_sync(print)\n"
+    assert thread_escapes("net/x.py", fabricated) == [
+        "cadenza/net/x.py:3: use cadenza.blocking.run_sync"
+    ]
+    assert thread_escapes("net/y.py", "from trio import to_thread\n")

@@ -43,7 +43,7 @@ few ms per MB) so a file damaged on an SD card is never played, and
 :meth:`Cache.read_chunks` checks every chunk against the manifest before serving it. A
 damaged file is removed and reported as :class:`CorruptFile`, a kind of :class:`NotCached`.
 
-Blocking and thread-safe; the daemon calls it through ``trio.to_thread``. One lock guards
+Blocking and thread-safe; the daemon calls it through :mod:`cadenza.blocking`. One lock guards
 the index and is held only briefly; a second one runs puts one at a time so that space
 decisions do not race, and a put writes and fsyncs its temp files outside the first, so
 playback reads never wait for it.

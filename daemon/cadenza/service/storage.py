@@ -21,7 +21,7 @@ directory instead of walking the whole store. A temp file is named after the pro
 writing it, so opening the store from a second process (``cadenza ingest`` next to a
 running service) removes only the leftovers of processes that are gone.
 
-Blocking and thread-safe; the service calls it through ``trio.to_thread``. Open one
+Blocking and thread-safe; the service calls it through :mod:`cadenza.blocking`. Open one
 :class:`Storage` per root per process (a second one would take the first one's temp files
 for leftovers).
 """
