@@ -43,6 +43,13 @@ from cadenza.stream.engine import (
     StreamStats,
     choose_file,
 )
+from cadenza.system.config import (
+    DEFAULT_AHEAD_S,
+    DEFAULT_BITRATE,
+    DEFAULT_FIRST_PIECE_S,
+    DEFAULT_PREFETCH_S,
+    DEFAULT_STUTTER_TARGET,
+)
 from cadenza.system.files import atomic_write
 
 log = logging.getLogger("cadenza.speaker")
@@ -103,11 +110,11 @@ class Speaker:
         session: Session,
         cache: Cache | None,
         player: Player,
-        bitrate: int = 160,
-        first_piece_s: float = 15.0,
-        ahead_s: float = 15.0,
-        prefetch_s: float = 30.0,
-        stutter_target: float = 0.01,
+        bitrate: int = DEFAULT_BITRATE,
+        first_piece_s: float = DEFAULT_FIRST_PIECE_S,
+        ahead_s: float = DEFAULT_AHEAD_S,
+        prefetch_s: float = DEFAULT_PREFETCH_S,
+        stutter_target: float = DEFAULT_STUTTER_TARGET,
         volume: int = 100,
         max_volume: int = 100,
         metadata_path: Path | None = None,

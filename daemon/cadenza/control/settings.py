@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cadenza.system.config import BITRATES as BITRATES
+from cadenza.system.config import DEFAULT_BITRATE
 from cadenza.system.files import atomic_write
 
 log = logging.getLogger("cadenza.control")
 
-BITRATES = (96, 160, 320)
 NAME_MAX = 63  # a DNS-SD instance name label is at most 63 bytes
 MIN_CACHE = 16 * 1024 * 1024  # below this not even one long track fits
 
@@ -26,7 +27,7 @@ MIN_CACHE = 16 * 1024 * 1024  # below this not even one long track fits
 class Settings:
     name: str
     max_volume: int = 100
-    bitrate: int = 160
+    bitrate: int = DEFAULT_BITRATE
     cache_size: int | None = None  # bytes; None: automatic
     open: bool = False  # every LAN client may drive playback without pairing
 
@@ -72,7 +73,8 @@ def validate(current: Settings, patch: Any) -> Settings:
                 raise ValueError(f"field 'max_volume' must be an integer 0..100, got {value!r}")
         elif key == "bitrate":
             if type(value) is not int or value not in BITRATES:
-                raise ValueError(f"field 'bitrate' must be one of 96, 160, 320, got {value!r}")
+                allowed = ", ".join(map(str, BITRATES))
+                raise ValueError(f"field 'bitrate' must be one of {allowed}, got {value!r}")
         elif key == "cache_size":
             if value is not None and (type(value) is not int or value < MIN_CACHE):
                 raise ValueError(
