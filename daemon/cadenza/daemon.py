@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from cadenza import blocking
 from cadenza.cache.store import Cache
 from cadenza.control.plane import default_settings, run_control
 from cadenza.hw.controls import run_board
@@ -29,11 +30,11 @@ from cadenza.player.player import Player
 from cadenza.player.volume import MixerVolume, Volume
 from cadenza.protocol.certificate import fingerprint
 from cadenza.protocol.messages import Message
-from cadenza.service.keys import load_or_create_static_key
 from cadenza.session import discovery
 from cadenza.session.client import Credentials, Endpoint, Session
 from cadenza.speaker import Speaker
 from cadenza.system.config import Config
+from cadenza.system.keys import load_or_create_static_key
 
 log = logging.getLogger("cadenza.daemon")
 
@@ -130,7 +131,7 @@ async def run_speaker(
         on_push=on_push,
     )
     cache = Cache(cache_dir, capacity=config.cache.max_size)
-    board = await trio.to_thread.run_sync(_board, config)
+    board = await blocking.run_sync(_board, config)
     wanted = audio.device
     if board is not None and wanted == "default" and board.alsa_device:
         wanted = board.alsa_device  # the board's card, not whatever ALSA's default is
@@ -214,7 +215,7 @@ async def run_speaker(
                 Running(speaker, bound, url, device, mdns_name, config, cache, overlay)
             )
     finally:
-        await trio.to_thread.run_sync(player.close)
+        await blocking.run_sync(player.close)
         cache.close()
 
 
@@ -255,7 +256,7 @@ async def _start_board(nursery: trio.Nursery, board: Profile, actions: _BoardAct
     still plays; the log says why its controls are off)."""
     assert board.gpio is not None
     try:
-        chip = await trio.to_thread.run_sync(open_chip, board.gpio.chip, board.gpio.chip_labels)
+        chip = await blocking.run_sync(open_chip, board.gpio.chip, board.gpio.chip_labels)
         await nursery.start(run_board, board, chip, actions)
     except (GpioUnavailable, OSError) as exc:
         log.warning("board %s: GPIO controls unavailable (%s)", board.name, exc)

@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -44,6 +43,14 @@ from cadenza.stream.engine import (
     StreamStats,
     choose_file,
 )
+from cadenza.system.config import (
+    DEFAULT_AHEAD_S,
+    DEFAULT_BITRATE,
+    DEFAULT_FIRST_PIECE_S,
+    DEFAULT_PREFETCH_S,
+    DEFAULT_STUTTER_TARGET,
+)
+from cadenza.system.files import atomic_write
 
 log = logging.getLogger("cadenza.speaker")
 
@@ -103,11 +110,11 @@ class Speaker:
         session: Session,
         cache: Cache | None,
         player: Player,
-        bitrate: int = 160,
-        first_piece_s: float = 15.0,
-        ahead_s: float = 15.0,
-        prefetch_s: float = 30.0,
-        stutter_target: float = 0.01,
+        bitrate: int = DEFAULT_BITRATE,
+        first_piece_s: float = DEFAULT_FIRST_PIECE_S,
+        ahead_s: float = DEFAULT_AHEAD_S,
+        prefetch_s: float = DEFAULT_PREFETCH_S,
+        stutter_target: float = DEFAULT_STUTTER_TARGET,
         volume: int = 100,
         max_volume: int = 100,
         metadata_path: Path | None = None,
@@ -746,10 +753,8 @@ def _load_json(path: Path | None) -> dict[str, dict[str, Any]]:
 def _save_json(path: Path, known: dict[str, dict[str, Any]]) -> None:
     while len(known) > MAX_KNOWN_TRACKS:
         known.pop(next(iter(known)))
-    tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(known))
     except OSError as exc:
         log.warning("cannot save %s: %s", path, exc)
 

@@ -1,6 +1,6 @@
 """The speaker's on-disk cache of whole encoded files, evicted least recently used first.
 
-:class:`Cache` (blocking; the daemon calls it through ``trio.to_thread``) keeps each file
+:class:`Cache` (blocking; the daemon calls it through :mod:`cadenza.blocking`) keeps each file
 beside its signed manifest so that a cached track plays with no network at all;
 :class:`LruPolicy` is its pure bookkeeping, :func:`default_capacity` its default size.
 """

@@ -43,7 +43,7 @@ few ms per MB) so a file damaged on an SD card is never played, and
 :meth:`Cache.read_chunks` checks every chunk against the manifest before serving it. A
 damaged file is removed and reported as :class:`CorruptFile`, a kind of :class:`NotCached`.
 
-Blocking and thread-safe; the daemon calls it through ``trio.to_thread``. One lock guards
+Blocking and thread-safe; the daemon calls it through :mod:`cadenza.blocking`. One lock guards
 the index and is held only briefly; a second one runs puts one at a time so that space
 decisions do not race, and a put writes and fsyncs its temp files outside the first, so
 playback reads never wait for it.
@@ -81,6 +81,7 @@ from cadenza.protocol.manifest import (
     leaf_hash,
     tree_root,
 )
+from cadenza.system.files import atomic_write, fsync_dir, write_new
 
 __all__ = [
     "MAX_CHUNKS_PER_READ",
@@ -536,7 +537,7 @@ class Cache:
             if manifest_placed:
                 _unlink_quietly(manifest_target)
         try:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as e:
             # The renames are done (a killed process keeps them); only a power cut could
             # now lose the file, and open() would then forget it.
@@ -544,12 +545,8 @@ class Cache:
 
     def _write_temp(self, data: bytes | memoryview, temps: list[Path]) -> Path:
         path = self._tmp / f"{secrets.token_hex(8)}{_TMP_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         temps.append(path)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+        write_new(path, data, 0o644)
         return path
 
     def _make_fanout_dir(self, directory: Path) -> None:
@@ -557,7 +554,7 @@ class Cache:
             _make_dir(directory)
             # The new directory's entry lives in its parent; without this a power cut
             # could lose it and every file renamed into it.
-            _fsync_dir(directory.parent)
+            fsync_dir(directory.parent)
 
     # -- bookkeeping (all *_locked under self._lock) ----------------------------------------
 
@@ -640,21 +637,10 @@ class Cache:
             f"+ {file_id} {self._sizes[file_id][0]} {self._sizes[file_id][1]}\n".encode()
             for file_id in self._policy
         )
-        tmp = self._tmp / f"index-{secrets.token_hex(8)}{_TMP_SUFFIX}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._index_path)
-            _fsync_dir(self.root)
+            atomic_write(self._index_path, content, mode=0o644, tmp_dir=self._tmp)
             new_fd = os.open(self._index_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError as e:
-            _unlink_quietly(tmp)
             self._index_trouble(f"cannot rewrite {self._index_path}: {e}")
             if self._index_fd >= 0:
                 os.close(self._index_fd)
@@ -906,14 +892,6 @@ def _available_bytes(path: Path) -> int:
 
 def _make_dir(directory: Path) -> None:
     directory.mkdir(mode=0o755, exist_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import trio
 
+from cadenza import blocking
+
 GENERATED_TRACKS = (
     # title, root frequency (Hz), sample rate, seconds
     ("Morning Arpeggio", 220.0, 44100, 24),
@@ -107,7 +109,7 @@ async def _demo(args: argparse.Namespace, base: Path) -> int:
         roles.accounts.add_user("demo", password)
         sources = [args.music] if args.music else generate_library(base / "library")
         print("ingesting", "your music" if args.music else "a generated library", "…", flush=True)
-        report = await trio.to_thread.run_sync(
+        report = await blocking.run_sync(
             lambda: ingest(sources, storage=roles.storage, catalog=roles.catalog)
         )
         print(report.summary(), flush=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import os
 import secrets
 import threading
 from collections import Counter, OrderedDict
@@ -31,6 +30,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from cadenza.system.files import atomic_write
 
 SCOPES = ("read", "playback", "admin")
 # A pairing request waits this long for the owner before it is forgotten.
@@ -126,11 +127,7 @@ class TokenStore:
     def _save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump([asdict(t) for t in self._tokens.values()], f)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps([asdict(t) for t in self._tokens.values()]), mode=0o600)
 
 
 class PairingRefused(Exception):

@@ -60,9 +60,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cadenza import __version__, links, net
-from cadenza.p2p.limits import TokenBucket
 from cadenza.protocol import api
 from cadenza.speaker import REPEAT_MODES, BadPosition, Speaker, Unavailable, UnknownLink
+from cadenza.system.ratelimit import TokenBucket
 
 from . import events, openapi
 from .auth import (

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from cadenza.system.config import BITRATES
+
+from .settings import MIN_CACHE
+
 # Links in one request: 500 of the longest (a playlist link with a 64-character user name,
 # ~116 bytes in JSON) still fit the 64 KiB body cap, so a valid request is never a 413.
 MAX_LINKS = 500
@@ -137,8 +141,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": _WORDS,
             "max_volume": {"type": "integer", "minimum": 0, "maximum": 100},
-            "bitrate": {"enum": [96, 160, 320]},
-            "cache_size": _nullable({"type": "integer", "minimum": 16 * 1024 * 1024}),
+            "bitrate": {"enum": list(BITRATES)},
+            "cache_size": _nullable({"type": "integer", "minimum": MIN_CACHE}),
             "open": _BOOL,
         },
     },

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from cadenza import blocking
 from cadenza.cache.store import Cache
 from cadenza.net import mdns
 from cadenza.net.http import serve_http
@@ -102,7 +103,7 @@ async def run_control(
         if new.bitrate != old.bitrate:
             speaker.bitrate = new.bitrate  # from the next track on
         if new.cache_size != old.cache_size and cache is not None:
-            await trio.to_thread.run_sync(cache.set_capacity, new.cache_size or cache.capacity)
+            await blocking.run_sync(cache.set_capacity, new.cache_size or cache.capacity)
         settings_mod.save(settings_path, new, defaults)
         if new.name != old.name and on_name is not None:
             on_name(new.name)

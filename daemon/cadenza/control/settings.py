@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cadenza.system.config import BITRATES as BITRATES
+from cadenza.system.config import DEFAULT_BITRATE
+from cadenza.system.files import atomic_write
+
 log = logging.getLogger("cadenza.control")
 
-BITRATES = (96, 160, 320)
 NAME_MAX = 63  # a DNS-SD instance name label is at most 63 bytes
 MIN_CACHE = 16 * 1024 * 1024  # below this not even one long track fits
 
@@ -25,7 +27,7 @@ MIN_CACHE = 16 * 1024 * 1024  # below this not even one long track fits
 class Settings:
     name: str
     max_volume: int = 100
-    bitrate: int = 160
+    bitrate: int = DEFAULT_BITRATE
     cache_size: int | None = None  # bytes; None: automatic
     open: bool = False  # every LAN client may drive playback without pairing
 
@@ -71,7 +73,8 @@ def validate(current: Settings, patch: Any) -> Settings:
                 raise ValueError(f"field 'max_volume' must be an integer 0..100, got {value!r}")
         elif key == "bitrate":
             if type(value) is not int or value not in BITRATES:
-                raise ValueError(f"field 'bitrate' must be one of 96, 160, 320, got {value!r}")
+                allowed = ", ".join(map(str, BITRATES))
+                raise ValueError(f"field 'bitrate' must be one of {allowed}, got {value!r}")
         elif key == "cache_size":
             if value is not None and (type(value) is not int or value < MIN_CACHE):
                 raise ValueError(
@@ -101,6 +104,4 @@ def load(path: Path, defaults: Settings) -> Settings:
 def save(path: Path, settings: Settings, defaults: Settings) -> None:
     """Keep only what differs from the configuration's values."""
     changed = {k: v for k, v in asdict(settings).items() if getattr(defaults, k) != v}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(changed))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(changed))

@@ -43,6 +43,7 @@ from typing import Protocol
 
 import trio
 
+from cadenza import blocking
 from cadenza.hw.gpio import (
     Bias,
     Direction,
@@ -784,7 +785,9 @@ async def _reader_task(
 ) -> None:
     # Not abandoned on cancel: the thread owns the request until it sees the flag (within
     # READ_TIMEOUT), so the lines are never released under it.
-    await trio.to_thread.run_sync(_read_edges, request, cancel, deliver, abandon_on_cancel=False)
+    await blocking.run_sync(
+        _read_edges, request, cancel, deliver, abandon_on_cancel=False, waits=True
+    )
 
 
 async def _control_loop(

@@ -3,7 +3,8 @@
 python-zeroconf's sync API runs its own asyncio loop in a thread when no asyncio loop runs
 in the calling thread (never the case under trio). Everything that may block (creating and
 closing a ``Zeroconf``, registering, probing, sending goodbyes) runs in a worker thread via
-``trio.to_thread.run_sync``. A browser's callbacks run on zeroconf's browser thread; they
+``cadenza.blocking.run_sync`` (``waits=True``: probing and goodbyes wait on the network).
+A browser's callbacks run on zeroconf's browser thread; they
 resolve the service there and hand the result to trio with ``trio.from_thread.run_sync``.
 All advertisements and browsers of a process share one ``Zeroconf`` (per choice of
 interfaces), opened by the first and closed after the last.
@@ -33,6 +34,8 @@ from typing import NoReturn, TypeVar
 import ifaddr
 import trio
 import zeroconf
+
+from cadenza import blocking
 
 log = logging.getLogger("cadenza.net.mdns")
 
@@ -153,17 +156,17 @@ class Advertisement:
                 server=_server(old),
             )
             if new.name == old.name:
-                await trio.to_thread.run_sync(self._zc.update_service, new)
+                await blocking.run_sync(self._zc.update_service, new, waits=True)
             else:
-                await trio.to_thread.run_sync(_unregister, self._zc, old)
+                await blocking.run_sync(_unregister, self._zc, old, waits=True)
                 self._registered = False
-                await trio.to_thread.run_sync(_register, self._zc, new)
+                await blocking.run_sync(_register, self._zc, new, waits=True)
                 self._registered = True
             self._info = new
 
     async def _register(self) -> None:
         async with self._lock:
-            await trio.to_thread.run_sync(_register, self._zc, self._info)
+            await blocking.run_sync(_register, self._zc, self._info, waits=True)
             self._registered = True
 
     async def _close(self) -> None:
@@ -172,9 +175,9 @@ class Advertisement:
                 self._closed = True
                 try:
                     if self._registered:
-                        await trio.to_thread.run_sync(_unregister, self._zc, self._info)
+                        await blocking.run_sync(_unregister, self._zc, self._info, waits=True)
                 finally:
-                    await trio.to_thread.run_sync(_release, self._zc)
+                    await blocking.run_sync(_release, self._zc, waits=True)
 
 
 async def advertise(
@@ -197,7 +200,7 @@ async def advertise(
     On cancellation, goodbye packets withdraw the service before this returns.
     """
     if addresses is None:
-        addresses = await trio.to_thread.run_sync(host_addresses)
+        addresses = await blocking.run_sync(host_addresses)
     info = _zeroconf_info(
         service_type,
         name,
@@ -206,7 +209,7 @@ async def advertise(
         addresses=addresses,
         server=_host_name(tuple(addresses)),
     )
-    zc = await trio.to_thread.run_sync(_acquire, interfaces)
+    zc = await blocking.run_sync(_acquire, interfaces, waits=True)
     advertisement = Advertisement(zc, info)
     try:
         await advertisement._register()
@@ -381,14 +384,14 @@ async def browse(
             _release(zc)
             raise
 
-    zc, service_browser = await trio.to_thread.run_sync(start)
+    zc, service_browser = await blocking.run_sync(start, waits=True)
     try:
         yield browser
     finally:
         listener.closing = True
         browser._close()
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_stop_browsing, zc, service_browser)
+            await blocking.run_sync(_stop_browsing, zc, service_browser, waits=True)
 
 
 async def find_one(

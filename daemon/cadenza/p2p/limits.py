@@ -2,8 +2,9 @@
 
 * :class:`UploadQueue` grants a few simultaneous uploads, most urgent request first; the rest
   wait. It never preempts: an upload is a short range of chunks, so the next free slot comes soon.
-* :class:`TokenBucket` caps upload bandwidth: each send reserves its bytes and is told how long to
-  wait first, so a household's uplink is never saturated by serving peers.
+* :class:`TokenBucket` (:mod:`cadenza.system.ratelimit`) caps upload bandwidth: each send
+  reserves its bytes and is told how long to wait first, so a household's uplink is never
+  saturated by serving peers.
 * :class:`DialLimiter` paces outgoing connections: a global rate, one dial at a time per
   endpoint, and an exponential back-off per endpoint after a failure.
 
@@ -19,15 +20,18 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+# The token bucket lives in the system layer, where the control plane's rate limits use it too;
+# these names stay importable from here.
+from cadenza.system.ratelimit import TIME_EPSILON_S as TIME_EPSILON_S
+from cadenza.system.ratelimit import TokenBucket as TokenBucket
+from cadenza.system.ratelimit import snap as _snap
+
 K = TypeVar("K", bound=Hashable)  # an upload's key (peer, request, ...)
 Endpoint = tuple[str, int]  # (host, port)
 
 # The Spotify P2P paper's figure: a client serves at most 4 peers at a time. More slots split the
 # uplink finer without serving anyone sooner; fewer leave it idle between one range and the next.
 DEFAULT_MAX_UPLOADS = 4
-# Waits shorter than a microsecond are no wait: far below any timer's resolution, and it absorbs
-# the rounding of ``now + wait`` (a caller that sleeps the wait it was told must then be let go).
-TIME_EPSILON_S = 1e-6
 # Dials per second, sustained. A speaker dials a handful of peers per track (the tracker answers
 # with up to 10, the neighbour table holds 30), so 2/s is plenty in normal use, yet bounds the
 # damage of a bug or of hostile answers naming thousands of endpoints to 120 dials a minute.
@@ -47,11 +51,6 @@ FORGET_AFTER_S = 3600.0
 # Endpoints remembered at most: bounds memory under a spray of addresses. 4096 records are a few
 # hundred KiB, far more than the peers a speaker meets between two restarts.
 MAX_ENDPOINTS = 4096
-
-
-def _snap(wait: float) -> float:
-    """``wait`` rounded down to 0.0 below :data:`TIME_EPSILON_S`."""
-    return 0.0 if wait < TIME_EPSILON_S else wait
 
 
 class UploadQueue(Generic[K]):
@@ -165,87 +164,6 @@ class UploadQueue(Generic[K]):
         if len(self._heap) > 2 * len(self._waiting) + 16:
             self._heap = [(p, s, k) for k, (p, s) in self._waiting.items()]
             heapq.heapify(self._heap)
-
-
-class TokenBucket:
-    """A bandwidth cap of ``rate`` bytes per second with bursts of up to ``burst`` bytes.
-
-    Debt model: :meth:`reserve` always takes the bytes, so the balance may go negative, and
-    returns how long to wait before sending them: until the balance is back to zero. Successive
-    reservations thus queue up behind each other, and one larger than ``burst`` just waits longer.
-    The bucket starts full and never holds more than ``burst``; time running backwards adds
-    nothing. ``rate`` <= 0 means unlimited.
-    """
-
-    def __init__(self, rate: float, burst: int) -> None:
-        if burst < 0:
-            raise ValueError(f"burst must be >= 0, got {burst}")
-        self._rate = float(rate)
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._updated: float | None = None  # time of ``_tokens``; None: not used yet (full)
-
-    @property
-    def rate(self) -> float:
-        return self._rate
-
-    @property
-    def burst(self) -> int:
-        return int(self._burst)
-
-    @property
-    def unlimited(self) -> bool:
-        return self._rate <= 0
-
-    def _balance(self, now: float) -> tuple[float, float]:
-        """The balance and the time it is valid at (``now``, or later if time ran backwards)."""
-        if self._updated is None or self.unlimited:
-            return self._burst, now
-        elapsed = now - self._updated
-        if elapsed <= 0:
-            return self._tokens, self._updated
-        return min(self._burst, self._tokens + elapsed * self._rate), now
-
-    def _wait(self, tokens: float, at: float, now: float) -> float:
-        if tokens >= 0:
-            return 0.0
-        return _snap(at - tokens / self._rate - now)
-
-    def available(self, now: float) -> float:
-        """Bytes that may be sent at ``now`` without waiting (negative: the debt)."""
-        return self._balance(now)[0]
-
-    def wait_time(self, nbytes: int, now: float) -> float:
-        """What :meth:`reserve` would return, without reserving anything."""
-        if nbytes < 0:
-            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        if self.unlimited:
-            return 0.0
-        tokens, at = self._balance(now)
-        return self._wait(tokens - nbytes, at, now)
-
-    def reserve(self, nbytes: int, now: float) -> float:
-        """Take ``nbytes``; returns the seconds to wait before sending them (0.0: send now)."""
-        if nbytes < 0:
-            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        if self.unlimited:
-            return 0.0
-        tokens, at = self._balance(now)
-        self._tokens, self._updated = tokens - nbytes, at
-        return self._wait(self._tokens, at, now)
-
-    def set_rate(self, rate: float, now: float) -> None:
-        """Change the rate from ``now`` on (tokens earned until then count at the old rate).
-
-        Switching to or from unlimited refills the bucket: no debt carries across.
-        """
-        rate = float(rate)
-        if self.unlimited or rate <= 0:
-            self._tokens = self._burst
-            self._updated = now if self._updated is None else max(self._updated, now)
-        else:
-            self._tokens, self._updated = self._balance(now)
-        self._rate = rate
 
 
 @dataclass

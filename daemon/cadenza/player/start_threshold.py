@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cadenza.protocol.manifest import CHUNK_SIZE
+from cadenza.system.config import DEFAULT_STUTTER_TARGET
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -382,7 +383,7 @@ class StartPolicy:
     whole file is there.
     """
 
-    target: float = 0.01
+    target: float = DEFAULT_STUTTER_TARGET
     simulations: int = SIMULATIONS
     min_buffer: int = CHUNK_SIZE
     horizon: float | None = None

@@ -12,7 +12,7 @@ results follow the user's typing. A title (or name) that equals the query word f
 ignoring case, accents and punctuation, always ranks above partial matches.
 
 The methods are synchronous and serialised through :class:`Database`. Async callers run
-them in a worker thread: ``await trio.to_thread.run_sync(catalog.lookup, link)``.
+them in a worker thread: ``await blocking.run_sync(catalog.lookup, link)``.
 """
 
 from __future__ import annotations

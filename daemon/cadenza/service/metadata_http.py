@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cadenza import links
+from cadenza import blocking, links
 from cadenza.net.http import serve_http
 from cadenza.service.catalog import (
     MAX_SEARCH_LIMIT,
@@ -82,7 +82,7 @@ def metadata_app(catalog: Catalog, playlists: Playlists | None = None) -> Starle
     limiter = trio.CapacityLimiter(CATALOG_THREADS)
 
     async def in_thread(fn: Callable[[], T]) -> T:
-        return await trio.to_thread.run_sync(fn, limiter=limiter)
+        return await blocking.run_sync(fn, limiter=limiter)
 
     async def lookup(request: Request) -> Response:
         uri = request.query_params.get("uri")

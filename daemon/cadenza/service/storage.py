@@ -21,7 +21,7 @@ directory instead of walking the whole store. A temp file is named after the pro
 writing it, so opening the store from a second process (``cadenza ingest`` next to a
 running service) removes only the leftovers of processes that are gone.
 
-Blocking and thread-safe; the service calls it through ``trio.to_thread``. Open one
+Blocking and thread-safe; the service calls it through :mod:`cadenza.blocking`. Open one
 :class:`Storage` per root per process (a second one would take the first one's temp files
 for leftovers).
 """
@@ -49,6 +49,7 @@ from cadenza.protocol.manifest import (
     is_file_id,
     leaf_hash,
 )
+from cadenza.system.files import fsync_dir
 
 __all__ = [
     "MAX_CHUNKS_PER_READ",
@@ -276,7 +277,7 @@ class Storage:
                     continue
                 removed = True
             if removed:
-                _fsync_dir(data.parent)
+                fsync_dir(data.parent)
         if not removed:
             raise _not_found(file_id)
 
@@ -298,9 +299,9 @@ class Storage:
             with self._lock:
                 self._make_parents(target)
                 os.replace(manifest_tmp, _manifest_path(target))
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
                 os.replace(data_tmp, target)
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
         finally:
             _unlink_quietly(manifest_tmp)
         return manifest
@@ -352,7 +353,7 @@ class Storage:
         for directory in (target.parent.parent, target.parent):
             if not directory.is_dir():
                 _make_dir(directory)
-                _fsync_dir(directory.parent)
+                fsync_dir(directory.parent)
 
     def _remove_stale_temp_files(self) -> None:
         with os.scandir(self._tmp) as scan:
@@ -393,14 +394,6 @@ def _sorted_dirs(parent: Path) -> list[Path]:
             for entry in scan
             if _FANOUT_RE.fullmatch(entry.name) and entry.is_dir()
         )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

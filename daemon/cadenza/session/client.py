@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -33,6 +32,7 @@ from cadenza.protocol.certificate import fingerprint
 from cadenza.protocol.errors import RemoteProtocolError
 from cadenza.protocol.messages import Message, Priority
 from cadenza.protocol.noise import KeyPair
+from cadenza.system.files import atomic_write
 
 log = logging.getLogger("cadenza.session")
 
@@ -392,14 +392,7 @@ def _read_credential(path: Path) -> bytes:
 
 def _write_credential(path: Path, credential: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, credential)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write(path, credential, mode=0o600)
 
 
 def static_endpoints(address: str, default_port: int = 4070) -> list[Endpoint]:

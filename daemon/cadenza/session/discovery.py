@@ -33,6 +33,7 @@ import dns.rdtypes.IN.SRV
 import dns.resolver
 import trio
 
+from cadenza import blocking
 from cadenza.net import mdns
 from cadenza.system.config import DEFAULT_AP_PORT, HostPort
 
@@ -174,7 +175,7 @@ async def _from_dns(
 ) -> list[Endpoint]:
     if resolver is None:
         try:
-            resolver = await trio.to_thread.run_sync(dns.asyncresolver.Resolver)
+            resolver = await blocking.run_sync(dns.asyncresolver.Resolver)
         except dns.resolver.NoResolverConfiguration:
             log.warning("no DNS resolver configured (/etc/resolv.conf): not looking up %s", domain)
             notes.append("no DNS resolver configured")

@@ -62,6 +62,7 @@ from cadenza.sim.disk import Library, SimCache, SimStorage
 from cadenza.sim.net import SimNetwork, SimTransport
 from cadenza.sim.sink import SinkPlayer
 from cadenza.speaker import Prepared, Speaker
+from cadenza.system.config import DEFAULT_STUTTER_TARGET
 
 log = logging.getLogger("cadenza.sim")
 
@@ -225,7 +226,9 @@ class Listener:
         speaker = Speaker(session=session, cache=self.cache, player=player)  # type: ignore[arg-type]
         speaker.clock = trio.current_time
         speaker.position_tick = None  # nobody watches the position: no wake-ups for it
-        speaker.policy = StartPolicy(target=0.01, rng=np.random.default_rng(self.np_seed))
+        speaker.policy = StartPolicy(
+            target=DEFAULT_STUTTER_TARGET, rng=np.random.default_rng(self.np_seed)
+        )
         speaker.on_prepared = self._on_prepared
         speaker.on_streamed = self._on_streamed
         player.on_event = speaker.player_event

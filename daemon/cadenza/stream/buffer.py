@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import cast
 
-CHUNK_SIZE = 16 * 1024
+from cadenza.protocol.manifest import CHUNK_SIZE as CHUNK_SIZE  # the engine's import of it
 
 
 class BufferClosed(Exception):

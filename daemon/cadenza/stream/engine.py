@@ -32,6 +32,7 @@ from cadenza.protocol import api
 from cadenza.protocol.manifest import ChunkError, Manifest, ManifestVerifier
 from cadenza.protocol.messages import Message, Priority
 from cadenza.session.client import Session
+from cadenza.system.config import DEFAULT_AHEAD_S, DEFAULT_FIRST_PIECE_S
 
 from . import schedule
 from .buffer import CHUNK_SIZE, ChunkBuffer
@@ -197,8 +198,8 @@ class FileStream:
         sources: list[ChunkSource],
         priority: int = Priority.PLAYING,
         position_ms: Callable[[], int] = lambda: 0,
-        first_piece_s: float = 15.0,
-        ahead_s: float = 15.0,
+        first_piece_s: float = DEFAULT_FIRST_PIECE_S,
+        ahead_s: float = DEFAULT_AHEAD_S,
         on_stats: Callable[[str, int], None] | None = None,
         on_bad_chunk: Callable[[], None] | None = None,
         overlay: PeerNetwork | None = None,

@@ -37,6 +37,16 @@ DEFAULT_PATH = Path("/etc/cadenza/cadenzad.toml")
 DEFAULT_AP_PORT = 4070
 """The access point's port when an address or a DNS A record does not say (the service's)."""
 
+# The [streaming] defaults. They live here, the lowest layer that needs them (the configuration
+# documents them), and the speaker, the streaming engine, the start policy and the control
+# plane's settings take their defaults from these rather than repeating the numbers.
+BITRATES = (96, 160, 320)  # kbps: the qualities the service encodes each track in
+DEFAULT_BITRATE = 160
+DEFAULT_FIRST_PIECE_S = 15.0  # the first request of a track asks for this much audio
+DEFAULT_AHEAD_S = 15.0  # then the buffer is kept this far ahead of the playing position
+DEFAULT_PREFETCH_S = 30.0  # the next track starts streaming this long before the end
+DEFAULT_STUTTER_TARGET = 0.01  # playback starts once a stutter is at most this likely
+
 AUTO_CACHE_SHARE = 0.10
 """An automatic cache takes this share of the free space (seed: 10%) ..."""
 
@@ -505,11 +515,15 @@ class CacheConfig:
 class StreamingConfig:
     """``[streaming]``: what to fetch, how far ahead, and when to start playing."""
 
-    bitrate: int = field(default=160, metadata=_kind(_Choice(96, 160, 320)))
-    first_piece_seconds: float = field(default=15.0, metadata=_kind(_Float(1, 120)))
-    ahead_seconds: float = field(default=15.0, metadata=_kind(_Float(1, 600)))
-    prefetch_seconds: float = field(default=30.0, metadata=_kind(_Float(0, 600)))
-    stutter_target: float = field(default=0.01, metadata=_kind(_Float(0, 0.5, open_low=True)))
+    bitrate: int = field(default=DEFAULT_BITRATE, metadata=_kind(_Choice(*BITRATES)))
+    first_piece_seconds: float = field(
+        default=DEFAULT_FIRST_PIECE_S, metadata=_kind(_Float(1, 120))
+    )
+    ahead_seconds: float = field(default=DEFAULT_AHEAD_S, metadata=_kind(_Float(1, 600)))
+    prefetch_seconds: float = field(default=DEFAULT_PREFETCH_S, metadata=_kind(_Float(0, 600)))
+    stutter_target: float = field(
+        default=DEFAULT_STUTTER_TARGET, metadata=_kind(_Float(0, 0.5, open_low=True))
+    )
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from typing import Any
 
 import trio
 
+from cadenza import blocking
+
 from . import logbudget
 
 log = logging.getLogger("cadenza.system")
@@ -122,7 +124,7 @@ async def watchdog_loop(
         return
     wedged = False
     while True:
-        alive = await trio.to_thread.run_sync(audio_alive, min(AUDIO_ANSWER_S, interval))
+        alive = await blocking.run_sync(audio_alive, min(AUDIO_ANSWER_S, interval), waits=True)
         if alive:
             notifier.watchdog()
             if wedged:
