@@ -41,13 +41,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("net", "cache", "hw"),
     # the account session with the service
     ("session",),
-    # streaming a track; the peer overlay (the engine sees the overlay only as a protocol)
-    ("stream",),
+    # streaming a track; the peer overlay beside it (the engine sees the overlay only as a
+    # protocol of its own; the daemon and the simulator wire the two)
+    ("stream", "p2p"),
     ("player",),
     ("speaker",),
-    # the HTTP control plane over the speaker; the peer overlay beside it (the daemon wires the
-    # two, and neither reaches into the other)
-    ("control", "p2p"),
+    # the HTTP control plane over the speaker
+    ("control",),
     # the two programs: the speaker daemon and the central service
     ("daemon", "service"),
     # the swarm simulator runs both; the command line runs everything
@@ -65,13 +65,10 @@ PURE_UNITS: Mapping[str, frozenset[str]] = {
 
 # (importing file relative to the cadenza package, imported unit) -> why it is allowed for now.
 # Each entry is a debt with an owner; drop it when the reason is gone.
-EXEMPTIONS: Mapping[tuple[str, str], str] = {
-    # TODO(issue 23): overlay branch moves this. The streaming engine reaches the overlay's
-    # neighbour table (``self.overlay.neighbours.record_download``) through its duck-typed
-    # ``PeerNetwork``; today that is an attribute, not an import, so this entry only keeps a
-    # typed import there from failing until the overlay split lands.
-    ("stream/engine.py", "p2p"): "TODO(issue 23): overlay branch moves this",
-}
+# (file, unit) pairs allowed to break the order, each with its reason. None today: the
+# streaming engine reaches the overlay's neighbour table through a Protocol of its own
+# (``stream.engine.DownloadCredit``), not by importing p2p.
+EXEMPTIONS: Mapping[tuple[str, str], str] = {}
 
 ROOT = Path(cadenza.__file__).resolve().parent
 RANK: dict[str, int] = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}
