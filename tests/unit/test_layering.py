@@ -219,7 +219,7 @@ def test_the_check_catches_fabricated_violations() -> None:
         "protocol/frames.py": "",
         "errors.py": "from cadenza.protocol.errors import ProtocolError\nimport trio\n",
         "net/fake.py": "def later():\n    from cadenza.speaker import Speaker\n",
-        "control/fake.py": "from ..p2p.limits import TokenBucket\n",
+        "stream/fake.py": "from ..p2p.limits import TokenBucket\n",
         "daemon.py": "from cadenza import service, __version__\n",
         "service/__init__.py": "",
         "cli/fake.py": "from cadenza import daemon, sim\nimport trio\n",
@@ -231,7 +231,7 @@ def test_the_check_catches_fabricated_violations() -> None:
         ("protocol/fake.py", 2, "protocol may import no other cadenza unit only"),
         ("errors.py", 2, "errors is sans-IO"),
         ("net/fake.py", 2, "upward"),
-        ("control/fake.py", 1, "sideways"),
+        ("stream/fake.py", 1, "sideways"),
         ("daemon.py", 1, "sideways"),
         ("newthing/x.py", 1, "unit 'newthing' is in no layer"),
     }, found
