@@ -17,7 +17,7 @@ stray ``KeyError`` can no longer pass for "not found". The hierarchy::
     │   ├── UnknownLink            404  not-found     a link the service does not know
     │   └── BadPosition            404  not-found     a queue position not in the queue
     ├── Conflict                   409  conflict      not possible now (nothing is playing)
-    ├── Unauthenticated            401  unauthenticated   who are you? log in / pair first
+    ├── Unauthenticated            401  unauthenticated  log in, or pair, first
     ├── AuthFailed                 401  auth-failed   wrong password or device credential
     │   └── Revoked                401  revoked       the device credential was revoked
     ├── Forbidden                  403  forbidden     known, but not allowed to do that
@@ -27,6 +27,11 @@ stray ``KeyError`` can no longer pass for "not found". The hierarchy::
     ├── Unavailable                503  unavailable   the service is needed, not reachable
     │   └── Busy                   503  busy          reachable, but no capacity right now
     └── BadReply                   502  bad-reply     the other side answered nonsense
+
+The three drawn with a module (relative to ``cadenza``) live beside what raises them. The
+classes named after a wire code the speaker only receives (``AuthFailed``, ``Banned``, ...)
+give those codes their HTTP meaning; the access point answers with ``ErrorReply`` and an
+:class:`ApiErrorCode` directly.
 
 ``BadRequest`` is also a ``ValueError`` and ``NotFound`` a ``LookupError``, as the
 exceptions they replace were: code that validates with ``except ValueError`` keeps
