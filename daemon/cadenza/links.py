@@ -13,6 +13,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Literal
 
+from cadenza.errors import ApiErrorCode, BadRequest
+
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_LENGTH = 22  # ceil(128 / log2(62))
 _ID_RE = re.compile(r"^[0-9A-Za-z]{22}$")
@@ -22,13 +24,17 @@ _OFFSET_RE = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{2})$|^(\d+)$")
 Kind = Literal["track", "album", "artist", "playlist", "search"]
 
 
-class LinkError(ValueError):
-    """A string that is not a valid Cadenza link; the message says what is wrong."""
+class LinkError(BadRequest):
+    """A string that is not a valid Cadenza link; the message says what is wrong.
+    (A ValueError, as :class:`~cadenza.errors.BadRequest` is.)"""
 
 
 class IdOutOfRange(LinkError):
     """22 base62 characters that spell a number of more than 128 bits: well-formed, but no
     id is ever that large, so it names nothing (an API answers "not found")."""
+
+    http_status = 404
+    code = ApiErrorCode.NOT_FOUND
 
 
 def new_id() -> str:

@@ -27,6 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cadenza import links
 from cadenza.cache.store import Cache
+from cadenza.errors import (
+    ApiErrorCode,
+    BadPosition,
+    BadRequest,
+    Conflict,
+    Unavailable,
+    UnknownLink,
+)
 from cadenza.player.player import Player, PlayItem
 from cadenza.player.start_threshold import StartPolicy, ThroughputModel
 from cadenza.protocol import api
@@ -65,18 +73,6 @@ LOW_BUFFER_S = 3.0
 HISTORY = 20
 # Give up resolving a link after this long (the service may be down).
 RESOLVE_TIMEOUT = 10.0
-
-
-class UnknownLink(LookupError):
-    """A link the service does not know (404 at the API)."""
-
-
-class BadPosition(ValueError):
-    """A queue position that is not in the queue (404 at the API)."""
-
-
-class Unavailable(RuntimeError):
-    """The service is needed and not reachable (503 at the API)."""
 
 
 @dataclass
@@ -215,7 +211,7 @@ class Speaker:
 
     async def previous_track(self) -> None:
         if not self.queue:
-            raise LookupError("the queue is empty: nothing to go back to")
+            raise Conflict("the queue is empty: nothing to go back to")
         # Like every player: restart the track unless we are at its very beginning.
         if self.player.position_ms() > 3000 or self.index <= 0:
             await self._start(max(self.index, 0), 0)
@@ -237,7 +233,7 @@ class Speaker:
 
     async def seek(self, position_ms: int) -> None:
         if self.current is None:
-            raise LookupError("nothing is playing")
+            raise Conflict("nothing is playing")
         duration = int(self.current.track.get("duration_ms", 0))
         self.player.seek(max(0, min(position_ms, duration)))
         self._poke_streams()
@@ -267,7 +263,9 @@ class Speaker:
 
     def set_repeat(self, mode: str) -> None:
         if mode not in REPEAT_MODES:
-            raise ValueError(f"repeat must be one of {', '.join(REPEAT_MODES)}, not {mode!r}")
+            raise BadRequest(
+                f"repeat must be one of {', '.join(REPEAT_MODES)}, not {mode!r}", field="repeat"
+            )
         self.repeat = mode
         self._upcoming_changed()
 
@@ -321,7 +319,7 @@ class Speaker:
         if not 0 <= index < n:
             raise BadPosition(_positions(n, index))
         if self.current is not None and index == self.index:
-            raise LookupError("that track is playing: skip it first")
+            raise Conflict("that track is playing: skip it first")
         del self.queue[index]
         if index < self.index:
             self.index -= 1
@@ -421,9 +419,9 @@ class Speaker:
             reply = await self.session.request(api.Lookup(str(bare)), timeout=RESOLVE_TIMEOUT)
         except Exception as exc:
             code = getattr(exc, "code", "")
-            if code == "not-found":
+            if code == ApiErrorCode.NOT_FOUND:
                 raise UnknownLink(f"unknown {link.kind}: {bare}") from None
-            if code in ("unsupported", "bad-request"):
+            if code in (ApiErrorCode.UNSUPPORTED, ApiErrorCode.BAD_REQUEST):
                 raise UnknownLink(f"the service cannot resolve {bare}: {exc}") from None
             if self.cache is not None and link.kind == "track":
                 cached = self._cached_track(link.id)

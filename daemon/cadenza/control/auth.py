@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cadenza.errors import BadRequest, Throttled
 from cadenza.system.files import atomic_write
 
 SCOPES = ("read", "playback", "admin")
@@ -93,7 +94,9 @@ class TokenStore:
 
     def issue(self, name: str, scope: str, now: float) -> tuple[TokenInfo, str]:
         if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+            raise BadRequest(
+                f"scope must be one of {', '.join(SCOPES)}, not {scope!r}", field="scope"
+            )
         token = secrets.token_urlsafe(32)
         info = TokenInfo(secrets.token_hex(8), name[:64], scope, now, _hash(token))
         with self._lock:
@@ -130,13 +133,14 @@ class TokenStore:
         atomic_write(self.path, json.dumps([asdict(t) for t in self._tokens.values()]), mode=0o600)
 
 
-class PairingRefused(Exception):
+class PairingRefused(Throttled):
     """No room for another pairing request; the message says why, ``retry_after`` (seconds)
     when one of the requests in the way expires."""
 
+    retry_after: float
+
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 @dataclass
@@ -183,7 +187,9 @@ class Pairing:
         request of an address that made just one.
         """
         if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+            raise BadRequest(
+                f"scope must be one of {', '.join(SCOPES)}, not {scope!r}", field="scope"
+            )
         self._expire(now)
         mine = [r for r in self._requests.values() if r.state == "pending" and r.client == client]
         if len(mine) >= MAX_PENDING_PER_CLIENT:

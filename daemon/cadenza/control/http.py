@@ -60,14 +60,25 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cadenza import __version__, links, net
+from cadenza.errors import (
+    ApiErrorCode,
+    BadRequest,
+    Busy,
+    CadenzaError,
+    Forbidden,
+    NotFound,
+    Throttled,
+    Unauthenticated,
+    Unavailable,
+    UnknownLink,
+)
 from cadenza.protocol import api
-from cadenza.speaker import REPEAT_MODES, BadPosition, Speaker, Unavailable, UnknownLink
+from cadenza.speaker import REPEAT_MODES, Speaker
 from cadenza.system.ratelimit import TokenBucket
 
 from . import events, openapi
 from .auth import (
     Pairing,
-    PairingRefused,
     TokenStore,
     host_allowed,
     is_loopback,
@@ -95,18 +106,28 @@ MAX_POSITION_MS = 24 * 3600 * 1000
 SEARCH_TYPES = ("track", "album", "artist")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+class ApiError(BadRequest):
+    """A refusal only HTTP has a status for (a body over MAX_BODY: 413, a Host that is not
+    the speaker's: 421): the status is the instance's."""
+
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
+        self.http_status = status
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(
         {"error": {"status": status, "message": message}}, status_code=status, headers=headers
     )
+
+
+def cadenza_error_response(exc: CadenzaError) -> Response:
+    """The answer to a user's or client's error: its class's status and its message (and,
+    for :class:`Throttled` with a ``retry_after``, when to try again)."""
+    headers = None
+    if isinstance(exc, Throttled) and exc.retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return error_response(exc.http_status, str(exc), headers)
 
 
 @dataclass
@@ -160,16 +181,16 @@ class Guard:
         client = request.client.host if request.client else ""
         try:
             self._check(request, scope, client)
-        except ApiError as exc:
+        except CadenzaError as exc:
             log.debug(
                 "refused %s %s from %s: %s %s",
                 scope["method"],
                 scope["path"],
                 client,
-                exc.status,
-                exc.message,
+                exc.http_status,
+                exc,
             )
-            await error_response(exc.status, exc.message, exc.headers)(scope, receive, send)
+            await cadenza_error_response(exc)(scope, receive, send)
             return
         exchange = _Exchange(receive, send)
         await self.app(scope, exchange.receive, exchange.send)
@@ -184,10 +205,9 @@ class Guard:
         if method not in ("GET", "HEAD", "OPTIONS") and not origin_allowed(
             request.headers.get("origin"), own, port
         ):
-            raise ApiError(
-                403,
+            raise Forbidden(
                 "requests from pages other than the speaker's own are refused (Origin: "
-                "it must be one of the speaker's names or addresses, with the API's port)",
+                "it must be one of the speaker's names or addresses, with the API's port)"
             )
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
@@ -200,9 +220,7 @@ class Guard:
                     self._buckets.clear()
                 bucket = self._buckets[client] = TokenBucket(RATE, BURST)
             if bucket.wait_time(1, time.monotonic()) > 0:
-                raise ApiError(
-                    429, f"more than {RATE:.0f} requests a second: slow down", {"Retry-After": "1"}
-                )
+                raise Throttled(f"more than {RATE:.0f} requests a second: slow down", retry_after=1)
             bucket.reserve(1, time.monotonic())
         scope.setdefault("state", {})
         if loopback:
@@ -213,7 +231,7 @@ class Guard:
         if info is not None:
             scope["state"]["scope"] = info.scope
         elif token and not _public(request.method, request.url.path):
-            raise ApiError(401, "unknown or revoked token: pair again")
+            raise Unauthenticated("unknown or revoked token: pair again")
         elif self.control.settings.open:
             scope["state"]["scope"] = "playback"
         else:
@@ -279,13 +297,13 @@ async def json_body(request: Request) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except RecursionError:
-        raise ApiError(400, too_deep) from None
+        raise BadRequest(too_deep) from None
     except ValueError as exc:  # UnicodeDecodeError included
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
     if _depth(data) > MAX_JSON_DEPTH:
-        raise ApiError(400, too_deep)
+        raise BadRequest(too_deep)
     if not isinstance(data, dict):
-        raise ApiError(400, "body must be a JSON object")
+        raise BadRequest("body must be a JSON object")
     return data
 
 
@@ -307,11 +325,11 @@ def _depth(value: Any) -> int:
 def int_field(data: dict[str, Any], name: str, lo: int, hi: int, default: int | None = None) -> int:
     if name not in data or data[name] is None:
         if default is None:
-            raise ApiError(400, f"missing field {name!r}")
+            raise BadRequest(f"missing field {name!r}", field=name)
         return default
     value = _integral(data[name])
     if type(value) is not int or not lo <= value <= hi:
-        raise ApiError(400, f"field {name!r} must be an integer {lo}..{hi}, got {value!r}")
+        raise BadRequest(f"field {name!r} must be an integer {lo}..{hi}, got {value!r}", field=name)
     return value
 
 
@@ -326,15 +344,15 @@ def uris_field(data: dict[str, Any]) -> list[str]:
     if "uris" in data:
         uris = data["uris"]
         if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
-            raise ApiError(400, "field 'uris' must be a non-empty list of strings")
+            raise BadRequest("field 'uris' must be a non-empty list of strings", field="uris")
         if len(uris) > openapi.MAX_LINKS:
-            raise ApiError(400, f"field 'uris' holds at most {openapi.MAX_LINKS} links")
+            raise BadRequest(f"field 'uris' holds at most {openapi.MAX_LINKS} links", field="uris")
         return uris
     if "uri" in data:
         if not isinstance(data["uri"], str):
-            raise ApiError(400, "field 'uri' must be a string")
+            raise BadRequest("field 'uri' must be a string", field="uri")
         return [data["uri"]]
-    raise ApiError(400, "give 'uri' or 'uris'")
+    raise BadRequest("give 'uri' or 'uris'", field="uri")
 
 
 def query_int(request: Request, name: str, lo: int, hi: int, default: int) -> int:
@@ -342,7 +360,7 @@ def query_int(request: Request, name: str, lo: int, hi: int, default: int) -> in
     if raw is None:
         return default
     if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ApiError(400, f"query parameter {name!r} must be an integer {lo}..{hi}")
+        raise BadRequest(f"query parameter {name!r} must be an integer {lo}..{hi}", field=name)
     return int(raw)
 
 
@@ -358,9 +376,9 @@ def route(path: str, method: str, scope: str | None, control: Control) -> Callab
                 if scope is not None:
                     granted = request.scope.get("state", {}).get("scope")
                     if granted is None:
-                        raise ApiError(401, "this needs a token: pair with the speaker first")
+                        raise Unauthenticated("this needs a token: pair with the speaker first")
                     if not scope_allows(granted, scope):
-                        raise ApiError(403, f"this needs the {scope!r} scope (yours: {granted!r})")
+                        raise Forbidden(f"this needs the {scope!r} scope (yours: {granted!r})")
                 result = await fn(request)
             except ClientDisconnect:
                 # Nobody is left to answer (_Exchange drops what is sent): one line, no traceback.
@@ -371,20 +389,19 @@ def route(path: str, method: str, scope: str | None, control: Control) -> Callab
                     request.client.host if request.client else "?",
                 )
                 return Response(status_code=400)
-            except ApiError as exc:
-                return error_response(exc.status, exc.message, exc.headers)
-            except (links.IdOutOfRange, BadPosition) as exc:
-                return error_response(404, str(exc))
-            except links.LinkError as exc:
-                return error_response(400, str(exc))
-            except UnknownLink as exc:
-                return error_response(404, str(exc))
-            except (Unavailable, net.NetError, trio.TooSlowError) as exc:
-                return error_response(503, f"the service is not reachable: {exc}")
-            except LookupError as exc:
-                return error_response(409, str(exc))
-            except ValueError as exc:
-                return error_response(400, str(exc))
+            except (net.NetError, trio.TooSlowError) as exc:
+                return cadenza_error_response(Unavailable(f"the service is not reachable: {exc}"))
+            except CadenzaError as exc:
+                if type(exc) is Unavailable:
+                    # The speaker's message says so already; the API has always said it once
+                    # more, and issue 23 changes no answer but those of bugs.
+                    exc = Unavailable(f"the service is not reachable: {exc}")
+                return cadenza_error_response(exc)
+            except Exception:
+                # A bug, whatever its type: a KeyError is no "not found", a ValueError no
+                # "bad request". The client learns nothing of it but that it was ours.
+                log.exception("control API failed on %s %s", method, path)
+                return error_response(500, "internal error")
             if method != "GET":
                 control.notify()
             return result if isinstance(result, Response) else JSONResponse(result)
@@ -433,7 +450,7 @@ def control_app(control: Control) -> ASGIApp:
         position = int_field(data, "position_ms", 0, MAX_POSITION_MS, default=0)
         if "context" in data:
             if not isinstance(data["context"], str):
-                raise ApiError(400, "field 'context' must be a link (album or track)")
+                raise BadRequest("field 'context' must be a link (album or track)", field="context")
             offset = int_field(data, "offset", 0, 100_000, default=0)
             await speaker.play([data["context"]], position, start_index=offset)
         else:
@@ -470,7 +487,7 @@ def control_app(control: Control) -> ASGIApp:
     async def shuffle(request: Request) -> dict[str, Any]:
         data = await json_body(request)
         if type(data.get("shuffle")) is not bool:
-            raise ApiError(400, "field 'shuffle' must be true or false")
+            raise BadRequest("field 'shuffle' must be true or false", field="shuffle")
         speaker.set_shuffle(data["shuffle"])
         return control.state()
 
@@ -478,7 +495,9 @@ def control_app(control: Control) -> ASGIApp:
     async def repeat(request: Request) -> dict[str, Any]:
         data = await json_body(request)
         if data.get("repeat") not in REPEAT_MODES:
-            raise ApiError(400, f"field 'repeat' must be one of {', '.join(REPEAT_MODES)}")
+            raise BadRequest(
+                f"field 'repeat' must be one of {', '.join(REPEAT_MODES)}", field="repeat"
+            )
         speaker.set_repeat(data["repeat"])
         return control.state()
 
@@ -522,12 +541,14 @@ def control_app(control: Control) -> ASGIApp:
     async def search(request: Request) -> dict[str, Any]:
         q = request.query_params.get("q", "").strip(BLANK)
         if not q:
-            raise ApiError(400, "query parameter 'q' (the words to search for) is missing")
+            raise BadRequest("query parameter 'q' (the words to search for) is missing", field="q")
         if len(q) > 200:
-            raise ApiError(400, "query parameter 'q' is over 200 characters")
+            raise BadRequest("query parameter 'q' is over 200 characters", field="q")
         kind = request.query_params.get("type", "track")
         if kind not in SEARCH_TYPES:
-            raise ApiError(400, f"query parameter 'type' must be one of {', '.join(SEARCH_TYPES)}")
+            raise BadRequest(
+                f"query parameter 'type' must be one of {', '.join(SEARCH_TYPES)}", field="type"
+            )
         limit = query_int(request, "limit", 1, api.MAX_SEARCH_LIMIT, 20)
         offset = query_int(request, "offset", 0, 10_000, 0)
         reply = await speaker.session.request(api.Search(kind, q, limit, offset), timeout=10)
@@ -541,10 +562,10 @@ def control_app(control: Control) -> ASGIApp:
         try:
             reply = await speaker.session.request(api.Lookup(str(link)), timeout=10)
         except net.RequestFailed as exc:
-            if exc.code == "not-found":
+            if exc.code == ApiErrorCode.NOT_FOUND:
                 raise UnknownLink(f"unknown {link.kind}: {uri}") from None
-            if exc.code in ("unsupported", "bad-request"):
-                raise ApiError(400, exc.message) from None
+            if exc.code in (ApiErrorCode.UNSUPPORTED, ApiErrorCode.BAD_REQUEST):
+                raise BadRequest(exc.message, field="uri") from None
             raise
         assert isinstance(reply, api.LookupReply)
         return {"type": reply.kind, "item": reply.record}
@@ -589,11 +610,7 @@ def control_app(control: Control) -> ASGIApp:
         name = check_name(data.get("name"), "name")
         scope = data.get("scope", "playback")
         client = request.client.host if request.client else ""
-        try:
-            req = control.pairing.ask(name, scope, client, time.time())
-        except PairingRefused as exc:
-            retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-            raise ApiError(429, str(exc), retry) from None
+        req = control.pairing.ask(name, scope, client, time.time())  # PairingRefused: a 429
         # Info, not a warning: anyone on the LAN can ask (up to the per-address limit).
         log.info(
             "pairing asked by %s (%s, scope %s): code %s; confirm with the button or an admin",
@@ -613,7 +630,7 @@ def control_app(control: Control) -> ASGIApp:
         rid = request.path_params["rid"]
         req = control.pairing.get(rid, time.time())
         if req is None:
-            raise ApiError(404, f"no pairing request {rid!r} (expired or never made)")
+            raise NotFound(f"no pairing request {rid!r} (expired or never made)")
         out: dict[str, Any] = req.public()
         token = control.pairing.collect(rid, time.time())
         if token is not None:
@@ -627,7 +644,7 @@ def control_app(control: Control) -> ASGIApp:
             now = time.time()
             req = control.pairing.approve(rid, now) if approve else control.pairing.deny(rid, now)
             if req is None:
-                raise ApiError(404, f"no pending pairing request {rid!r}")
+                raise NotFound(f"no pending pairing request {rid!r}")
             log.warning("pairing %s: %s (%s)", req.state, req.name, req.scope)
             return req.public()
 
@@ -642,7 +659,7 @@ def control_app(control: Control) -> ASGIApp:
     async def revoke(request: Request) -> dict[str, Any]:
         tid = request.path_params["tid"]
         if not control.tokens.revoke(tid):
-            raise ApiError(404, f"no token {tid!r}")
+            raise NotFound(f"no token {tid!r}")
         log.warning("token %s revoked", tid)
         return {"revoked": tid}
 
@@ -651,7 +668,7 @@ def control_app(control: Control) -> ASGIApp:
     @r("/api/v1/events", "GET", "read")
     async def get_events(request: Request) -> Response:
         if control.streams >= MAX_STREAMS:
-            raise ApiError(503, f"too many event streams (at most {MAX_STREAMS})")
+            raise Busy(f"too many event streams (at most {MAX_STREAMS})")
         return StreamingResponse(
             _event_stream(control),
             media_type="text/event-stream",

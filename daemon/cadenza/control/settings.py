@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cadenza.errors import BadRequest
 from cadenza.system.config import BITRATES as BITRATES
 from cadenza.system.config import DEFAULT_BITRATE
 from cadenza.system.files import atomic_write
@@ -46,42 +47,53 @@ BLANK = (
 def check_name(value: object, field: str) -> str:
     """A name people see: text, not blank, at most NAME_MAX characters, no control ones."""
     if not isinstance(value, str) or not value.strip(BLANK):
-        raise ValueError(f"field {field!r} must be a non-empty string")
+        raise BadRequest(f"field {field!r} must be a non-empty string", field=field)
     text = value.strip(BLANK)
     if len(value) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(
-            f"field {field!r} must be at most {NAME_MAX} characters, no control characters"
+        raise BadRequest(
+            f"field {field!r} must be at most {NAME_MAX} characters, no control characters",
+            field=field,
         )
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        # JSON may escape one (\ud800); no UTF-8 can carry it, so no answer could show it.
+        raise BadRequest(f"field {field!r} holds a lone surrogate: not text", field=field)
     return text
 
 
 def validate(current: Settings, patch: Any) -> Settings:
-    """``current`` with ``patch`` applied; ValueError naming the bad field."""
+    """``current`` with ``patch`` applied; :class:`BadRequest` naming the bad field."""
     if not isinstance(patch, dict) or not patch:
-        raise ValueError("body must be a JSON object with at least one setting")
+        raise BadRequest("body must be a JSON object with at least one setting")
     known = {f.name for f in fields(Settings)}
     changes: dict[str, Any] = {}
     for key, value in patch.items():
         if type(value) is float and value.is_integer():
             value = int(value)  # JSON has one number type: 80.0 is the integer 80
         if key not in known:
-            raise ValueError(f"unknown setting {key!r} (known: {', '.join(sorted(known))})")
+            raise BadRequest(
+                f"unknown setting {key!r} (known: {', '.join(sorted(known))})", field=key
+            )
         if key == "name":
             value = check_name(value, "name")
         elif key == "max_volume":
             if type(value) is not int or not 0 <= value <= 100:
-                raise ValueError(f"field 'max_volume' must be an integer 0..100, got {value!r}")
+                raise BadRequest(
+                    f"field 'max_volume' must be an integer 0..100, got {value!r}", field=key
+                )
         elif key == "bitrate":
             if type(value) is not int or value not in BITRATES:
                 allowed = ", ".join(map(str, BITRATES))
-                raise ValueError(f"field 'bitrate' must be one of {allowed}, got {value!r}")
+                raise BadRequest(
+                    f"field 'bitrate' must be one of {allowed}, got {value!r}", field=key
+                )
         elif key == "cache_size":
             if value is not None and (type(value) is not int or value < MIN_CACHE):
-                raise ValueError(
-                    f"field 'cache_size' must be null (automatic) or bytes >= {MIN_CACHE}"
+                raise BadRequest(
+                    f"field 'cache_size' must be null (automatic) or bytes >= {MIN_CACHE}",
+                    field=key,
                 )
         elif key == "open" and type(value) is not bool:
-            raise ValueError(f"field 'open' must be true or false, got {value!r}")
+            raise BadRequest(f"field 'open' must be true or false, got {value!r}", field=key)
         changes[key] = value
     return replace(current, **changes)
 

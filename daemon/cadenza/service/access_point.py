@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cadenza import blocking, links, net
+from cadenza.errors import ApiErrorCode
 from cadenza.protocol import api, budget
 from cadenza.protocol.admission import hello_payload, read_hello
 from cadenza.protocol.certificate import CERT_LIFETIME, CertificateIssuer
@@ -255,7 +256,7 @@ class AccessPoint:
         session = self._session_for(conn)
         request = await ch.receive()
         if isinstance(request, net.Bulk):
-            raise net.RequestError("bad-request", "expected a request message")
+            raise net.RequestError(ApiErrorCode.BAD_REQUEST, "expected a request message")
         if isinstance(request, api.Login):
             answer = await self._login(session, request)
             await ch.send(answer, end=True)
@@ -264,11 +265,14 @@ class AccessPoint:
                 # A stranger gets few tries per connection: each more costs it a handshake
                 # (and the listener's gate bounds those per address). A speaker tries its
                 # device credential, then the password.
-                if answer.code == "throttled" or session.failed_logins >= MAX_LOGIN_TRIES:
+                if (
+                    answer.code == ApiErrorCode.THROTTLED
+                    or session.failed_logins >= MAX_LOGIN_TRIES
+                ):
                     await conn.refuse(ErrorCode.AUTHENTICATION_FAILED, answer.message)
             return
         if not session.logged_in:
-            await ch.send(ErrorReply("unauthenticated", "log in first"), end=True)
+            await ch.send(ErrorReply(ApiErrorCode.UNAUTHENTICATED, "log in first"), end=True)
             await conn.refuse(ErrorCode.AUTHENTICATION_FAILED, "log in first")
             return
         if isinstance(request, api.GetChunks):
@@ -276,7 +280,9 @@ class AccessPoint:
             return
         route = self._routes.get(type(request))
         if route is None:
-            raise net.RequestError("unsupported", f"{type(request).__name__} is not a request")
+            raise net.RequestError(
+                ApiErrorCode.UNSUPPORTED, f"{type(request).__name__} is not a request"
+            )
         reply = await route(session, request)
         if reply is not None:
             await ch.send(reply, end=True)
@@ -287,11 +293,15 @@ class AccessPoint:
         host, _ = session.observed
         password = bool(req.username and req.password)
         if not req.device_credential and not password:
-            return ErrorReply("bad-request", "Login needs a password or a device credential")
+            return ErrorReply(
+                ApiErrorCode.BAD_REQUEST, "Login needs a password or a device credential"
+            )
         if session.logged_in:
-            return ErrorReply("bad-request", "already logged in on this connection")
+            return ErrorReply(ApiErrorCode.BAD_REQUEST, "already logged in on this connection")
         if session.logging_in:
-            return ErrorReply("throttled", "a login is already in progress on this connection")
+            return ErrorReply(
+                ApiErrorCode.THROTTLED, "a login is already in progress on this connection"
+            )
         session.logging_in = True
         try:
             if req.device_credential:
@@ -301,7 +311,7 @@ class AccessPoint:
             # fill the queues that the owner's login waits in.
             refusal = self.throttle.check(attempt, time.time())
             if refusal is not None:
-                return ErrorReply("throttled", refusal.reason)
+                return ErrorReply(ApiErrorCode.THROTTLED, refusal.reason)
             # Password logins take turns per address and per account (the speakers of a
             # household set up at once wait a moment), so that each sees every failure
             # before it; an address the account knows skips the account's queue.
@@ -311,7 +321,8 @@ class AccessPoint:
             async with self._turns.take(tuple(keys)) as granted:
                 if not granted:
                     return ErrorReply(
-                        "throttled", "too many logins waiting for this address or account"
+                        ApiErrorCode.THROTTLED,
+                        "too many logins waiting for this address or account",
                     )
                 return await self._attempt(session, req, attempt)
         finally:
@@ -320,7 +331,7 @@ class AccessPoint:
     async def _attempt(self, session: Session, req: api.Login, attempt: Attempt) -> Message:
         refusal = self.throttle.begin(attempt, time.time())
         if refusal is not None:
-            return ErrorReply("throttled", refusal.reason)
+            return ErrorReply(ApiErrorCode.THROTTLED, refusal.reason)
         ok = False
         user: str | None = None
         try:
@@ -342,7 +353,9 @@ class AccessPoint:
             else:
                 # scrypt takes 16 MiB and tens of milliseconds: a few at a time, whoever asks.
                 if self._password_checks.statistics().tasks_waiting >= MAX_PASSWORD_QUEUE:
-                    return ErrorReply("throttled", "the service is busy: retry in a few seconds")
+                    return ErrorReply(
+                        ApiErrorCode.THROTTLED, "the service is busy: retry in a few seconds"
+                    )
                 async with self._password_checks:
                     await blocking.run_sync(
                         self.accounts.check_password, req.username, req.password
@@ -351,22 +364,22 @@ class AccessPoint:
                 user_ban = await self.db.run(_active_user_ban, req.username, now)
                 if user_ban is not None:
                     return ErrorReply(
-                        "banned",
+                        ApiErrorCode.BANNED,
                         f"a device of this account is banned until {time.ctime(user_ban)}",
                     )
                 device, new_credential = await blocking.run_sync(
                     self.accounts.add_device, req.username, req.device_name
                 )
         except Revoked as exc:
-            return ErrorReply("revoked", str(exc))
+            return ErrorReply(ApiErrorCode.REVOKED, str(exc))
         except AuthFailed as exc:
             log.info("failed login from %s (%s): %s", host, req.username or "device", exc)
-            return ErrorReply("auth-failed", str(exc))
+            return ErrorReply(ApiErrorCode.AUTH_FAILED, str(exc))
         ban = await self.db.run(_active_ban, device.id, now)
         if ban is not None:
-            return ErrorReply("banned", f"this device is banned until {time.ctime(ban)}")
+            return ErrorReply(ApiErrorCode.BANNED, f"this device is banned until {time.ctime(ban)}")
         if session.conn.closed:
-            return ErrorReply("bad-request", "connection closed during the login")
+            return ErrorReply(ApiErrorCode.BAD_REQUEST, "connection closed during the login")
         previous = self._by_device.get(device.id)
         if previous is not None and previous is not session:
             # One connection per speaker: the new one wins (the old one is likely dead).
@@ -422,7 +435,7 @@ class AccessPoint:
         now = time.time()
         ban = await self.db.run(_active_ban, session.device_id, now)
         if ban is not None:
-            return ErrorReply("banned", "this device is banned")
+            return ErrorReply(ApiErrorCode.BANNED, "this device is banned")
         if req.p2p_port and 0 < req.p2p_port < 65536 and req.p2p_port != session.p2p_port:
             session.p2p_port = req.p2p_port
             self._register_with_tracker(session)
@@ -444,19 +457,23 @@ class AccessPoint:
             else:
                 record = await blocking.run_sync(self.catalog.lookup, link)
         except links.LinkError as exc:
-            return ErrorReply("bad-request", f"{req.uri!r}: {exc}")
+            return ErrorReply(ApiErrorCode.BAD_REQUEST, f"{req.uri!r}: {exc}")
         except NotFound as exc:
-            return ErrorReply("not-found", str(exc))
+            return ErrorReply(ApiErrorCode.NOT_FOUND, str(exc))
         except UnsupportedLink as exc:
-            return ErrorReply("unsupported", str(exc))
+            return ErrorReply(ApiErrorCode.UNSUPPORTED, str(exc))
         kind = type(record).__name__.lower()
         return api.LookupReply(kind, record.to_json())
 
     async def _search(self, session: Session, req: api.Search) -> Message:
         if req.kind not in ("track", "album", "artist"):
-            return ErrorReply("bad-request", f"kind {req.kind!r}: expected track, album or artist")
+            return ErrorReply(
+                ApiErrorCode.BAD_REQUEST, f"kind {req.kind!r}: expected track, album or artist"
+            )
         if not 0 < req.limit <= api.MAX_SEARCH_LIMIT or req.offset < 0:
-            return ErrorReply("bad-request", f"limit must be 1..{api.MAX_SEARCH_LIMIT}, offset ≥ 0")
+            return ErrorReply(
+                ApiErrorCode.BAD_REQUEST, f"limit must be 1..{api.MAX_SEARCH_LIMIT}, offset ≥ 0"
+            )
         items, total = await blocking.run_sync(
             partial(self.catalog.search, req.kind, req.query, limit=req.limit, offset=req.offset)  # type: ignore[arg-type]
         )
@@ -466,24 +483,25 @@ class AccessPoint:
         try:
             data = await blocking.run_sync(self.storage.manifest_bytes, req.file_id)
         except (FileNotFound, ValueError):
-            return ErrorReply("not-found", f"no file {req.file_id!r}")
+            return ErrorReply(ApiErrorCode.NOT_FOUND, f"no file {req.file_id!r}")
         return api.ManifestReply(data)
 
     async def _get_chunks(self, ch: net.Channel, req: api.GetChunks) -> None:
         if not 0 < req.count <= api.MAX_CHUNKS_PER_REQUEST or req.first < 0:
             raise net.RequestError(
-                "bad-request", f"count must be 1..{api.MAX_CHUNKS_PER_REQUEST}, first ≥ 0"
+                ApiErrorCode.BAD_REQUEST,
+                f"count must be 1..{api.MAX_CHUNKS_PER_REQUEST}, first ≥ 0",
             )
         try:
             # One stat, not a manifest parse: this runs for every request of every stream.
             size = await blocking.run_sync(self.storage.size, req.file_id)
         except (FileNotFound, ValueError):
-            raise net.RequestError("not-found", f"no file {req.file_id!r}") from None
+            raise net.RequestError(ApiErrorCode.NOT_FOUND, f"no file {req.file_id!r}") from None
         total = chunk_count(size)
         end = min(req.first + req.count, total)
         if req.first >= end:
             raise net.RequestError(
-                "bad-request", f"chunk {req.first} is past the end ({total} chunks)"
+                ApiErrorCode.BAD_REQUEST, f"chunk {req.first} is past the end ({total} chunks)"
             )
         index = req.first
         while index < end:
@@ -497,9 +515,11 @@ class AccessPoint:
 
     async def _announce(self, session: Session, req: api.Announce) -> Message:
         if len(req.file_ids) > api.MAX_ANNOUNCE:
-            return ErrorReply("bad-request", f"at most {api.MAX_ANNOUNCE} files per Announce")
+            return ErrorReply(
+                ApiErrorCode.BAD_REQUEST, f"at most {api.MAX_ANNOUNCE} files per Announce"
+            )
         if not session.p2p_port:
-            return ErrorReply("bad-request", "announce needs a p2p_port at login")
+            return ErrorReply(ApiErrorCode.BAD_REQUEST, "announce needs a p2p_port at login")
         self.tracker.announce(session, req.file_ids)
         return api.Ack()
 
@@ -541,7 +561,7 @@ class AccessPoint:
     async def _apply_ban(self, peer_id: bytes, reason: str) -> None:
         target = self._by_peer.get(peer_id)
         if target is not None:
-            await self._kick(target, f"banned: {reason}", code="banned")
+            await self._kick(target, f"banned: {reason}", code=ApiErrorCode.BANNED)
         for other in list(self.sessions.values()):
             if other.logged_in:
                 with trio.move_on_after(2), contextlib.suppress(net.NetError):

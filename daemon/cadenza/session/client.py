@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from cadenza import net
+from cadenza.errors import ApiErrorCode
 from cadenza.protocol import api, budget
 from cadenza.protocol.admission import hello_payload
 from cadenza.protocol.certificate import fingerprint
@@ -327,16 +328,19 @@ class Session:
                 reply = await conn.request(attempt, timeout=15)
             except net.RequestFailed as exc:
                 last = f"{exc.code}: {exc.message}"
-                if exc.code in ("revoked", "auth-failed") and attempt.device_credential:
+                if (
+                    exc.code in (ApiErrorCode.REVOKED, ApiErrorCode.AUTH_FAILED)
+                    and attempt.device_credential
+                ):
                     log.warning("device credential refused (%s); forgetting it", exc.code)
                     cred_file.unlink(missing_ok=True)
                     continue
-                if exc.code == "throttled":
+                if exc.code == ApiErrorCode.THROTTLED:
                     raise net.ConnectionLost(f"login throttled: {exc.message}") from None
-                if exc.code == "banned":
+                if exc.code == ApiErrorCode.BANNED:
                     # Not evaded with the password (a new device): wait for the ban to end.
                     raise net.ConnectionLost(f"login refused: {exc.message}") from None
-                if exc.code == "auth-failed":
+                if exc.code == ApiErrorCode.AUTH_FAILED:
                     continue
                 raise net.ConnectionLost(f"login failed: {last}") from None
             if not isinstance(reply, api.LoginOk):

@@ -28,6 +28,7 @@ import trio
 
 from cadenza import blocking, net
 from cadenza.cache.store import Cache, NotCached
+from cadenza.errors import ApiErrorCode
 from cadenza.protocol import api
 from cadenza.protocol.manifest import ChunkError, Manifest, ManifestVerifier
 from cadenza.protocol.messages import Message, Priority
@@ -559,7 +560,7 @@ class FileStream:
                     code = getattr(exc, "code", "")
                     self._drop_peer(
                         peer,
-                        None if code == "not-found" else BUSY_COOLDOWN,
+                        None if code == ApiErrorCode.NOT_FOUND else BUSY_COOLDOWN,
                         str(exc),
                     )
             finally:
