@@ -32,7 +32,8 @@ from cadenza.protocol.certificate import fingerprint
 from cadenza.protocol.messages import Message
 from cadenza.session import discovery
 from cadenza.session.client import Credentials, Endpoint, Session
-from cadenza.speaker import Speaker
+from cadenza.speaker import Speaker, Status
+from cadenza.speaker.commands import SetVolume
 from cadenza.system.config import Config
 from cadenza.system.keys import load_or_create_static_key
 
@@ -66,18 +67,10 @@ class Running:
             "audio.max_volume",
             "audio.normalisation",
         }
-        sp.first_piece_s, sp.ahead_s, sp.prefetch_s = (
-            st.first_piece_seconds,
-            st.ahead_seconds,
-            st.prefetch_seconds,
-        )
-        sp.policy.target = st.stutter_target
-        if "streaming.bitrate" in changed:  # else a bitrate set over the API stands
-            sp.bitrate = st.bitrate
+        sp.configure(st, bitrate="streaming.bitrate" in changed)  # else an API bitrate stands
         sp.normalisation = new.audio.normalisation
         if "audio.max_volume" in changed:
-            sp.max_volume = new.audio.max_volume
-            sp.set_volume(min(sp.volume, new.audio.max_volume))
+            sp.submit(SetVolume(None, max_volume=new.audio.max_volume))
         if self.cache is not None and new.cache.max_size is not None:
             live.add("cache.max_size")
             if "cache.max_size" in changed:
@@ -149,11 +142,7 @@ async def run_speaker(
         session=session,
         cache=cache,
         player=player,
-        bitrate=config.streaming.bitrate,
-        first_piece_s=config.streaming.first_piece_seconds,
-        ahead_s=config.streaming.ahead_seconds,
-        prefetch_s=config.streaming.prefetch_seconds,
-        stutter_target=config.streaming.stutter_target,
+        streaming=config.streaming,
         volume=audio.volume,
         max_volume=audio.max_volume,
         metadata_path=state_dir / "tracks.json",
@@ -273,10 +262,10 @@ class _BoardActions:
 
     async def play_pause(self) -> None:
         sp = self.speaker
-        if sp.status == "paused":
-            sp.resume()
-        elif sp.status in ("playing", "buffering", "loading"):
-            sp.pause()
+        if sp.status == Status.PAUSED:
+            await sp.resume()
+        elif sp.status in (Status.PLAYING, Status.BUFFERING, Status.LOADING):
+            await sp.pause()
         elif sp.queue:
             await sp.play([t["uri"] for t in sp.queue], start_index=max(0, sp.index))
         self.control.notify()
@@ -286,7 +275,7 @@ class _BoardActions:
         self.control.notify()
 
     async def volume_step(self, delta: int) -> None:
-        self.speaker.set_volume(self.speaker.volume + delta)
+        await self.speaker.set_volume(self.speaker.volume + delta)
         self.control.notify()
 
     async def approve_pairing(self) -> None:

@@ -73,12 +73,12 @@ def test_the_stream_keeps_ahead_of_the_playhead_through_a_track_and_a_pause(
         # 15 s of buffer ahead of the playhead or so, never all of the file at once.
         ahead = cur.buffer.contiguous_bytes - sp.player.position_ms() / 1000 * bps
         assert 5 * bps < ahead < 20 * bps
-        sp.pause()
+        await sp.pause()
         await trio.sleep(30)
         paused_at = cur.buffer.contiguous_chunks
         await trio.sleep(300)  # a long pause: the stream does not fetch on while paused
         assert cur.buffer.contiguous_chunks == paused_at
-        sp.resume()
+        await sp.resume()
         await trio.sleep(60)
         assert sp.status == "playing" and sp.current is cur
         seen["underruns"] = listener.player.underruns
@@ -135,12 +135,12 @@ def test_a_paused_stream_stops_looking_for_peers_and_looks_again_on_resume(
         cur = sp.current
         assert sp.status == "playing" and cur is not None and not cur.buffer.complete
         seen["playing"] = overlay.figures()["finds"]  # while playing: again and again (no peers)
-        sp.pause()
+        await sp.pause()
         await trio.sleep(30)
         seen["paused"] = overlay.figures()["finds"]
         await trio.sleep(1800)
         seen["after_pause"] = overlay.figures()["finds"]
-        sp.resume()
+        await sp.resume()
         await trio.sleep(1)
         seen["resumed"] = overlay.figures()["finds"]
         assert sp.status == "playing" and sp.current is cur and not cur.buffer.complete

@@ -33,8 +33,10 @@ import cadenza
 LAYERS: tuple[tuple[str, ...], ...] = (
     # sans-IO: wire formats, handshakes, manifests, scheduling decisions
     ("protocol",),
-    # shared vocabulary and the one gate to worker threads
-    ("links", "errors", "blocking"),
+    # the error vocabulary (its codes are the protocol's)
+    ("errors",),
+    # links (which raise its errors) and the one gate to worker threads
+    ("links", "blocking"),
     # the host: configuration, systemd, files written atomically, key files, rate limits
     ("system",),
     # I/O shells over the protocol, the chunk cache, the hardware

@@ -392,10 +392,6 @@ def route(path: str, method: str, scope: str | None, control: Control) -> Callab
             except (net.NetError, trio.TooSlowError) as exc:
                 return cadenza_error_response(Unavailable(f"the service is not reachable: {exc}"))
             except CadenzaError as exc:
-                if type(exc) is Unavailable:
-                    # The speaker's message says so already; the API has always said it once
-                    # more, and issue 23 changes no answer but those of bugs.
-                    exc = Unavailable(f"the service is not reachable: {exc}")
                 return cadenza_error_response(exc)
             except Exception:
                 # A bug, whatever its type: a KeyError is no "not found", a ValueError no
@@ -457,13 +453,11 @@ def control_app(control: Control) -> ASGIApp:
             await speaker.play(uris_field(data), position)
         return control.state()
 
-    def simple(path: str, action: Callable[[], Any]) -> None:
+    def simple(path: str, action: Callable[[], Awaitable[None]]) -> None:
         @r(path, "POST", "playback")
         async def handler(request: Request) -> dict[str, Any]:
             await json_body(request)  # must be empty or an object
-            result = action()
-            if hasattr(result, "__await__"):
-                await result
+            await action()
             return control.state()
 
     simple("/api/v1/pause", speaker.pause)
@@ -480,7 +474,7 @@ def control_app(control: Control) -> ASGIApp:
     @r("/api/v1/volume", "PUT", "playback")
     async def volume(request: Request) -> dict[str, Any]:
         data = await json_body(request)
-        speaker.set_volume(int_field(data, "volume", 0, 100))
+        await speaker.set_volume(int_field(data, "volume", 0, 100))
         return control.state()
 
     @r("/api/v1/shuffle", "PUT", "playback")
@@ -488,7 +482,7 @@ def control_app(control: Control) -> ASGIApp:
         data = await json_body(request)
         if type(data.get("shuffle")) is not bool:
             raise BadRequest("field 'shuffle' must be true or false", field="shuffle")
-        speaker.set_shuffle(data["shuffle"])
+        await speaker.set_shuffle(data["shuffle"])
         return control.state()
 
     @r("/api/v1/repeat", "PUT", "playback")
@@ -498,7 +492,7 @@ def control_app(control: Control) -> ASGIApp:
             raise BadRequest(
                 f"field 'repeat' must be one of {', '.join(REPEAT_MODES)}", field="repeat"
             )
-        speaker.set_repeat(data["repeat"])
+        await speaker.set_repeat(data["repeat"])
         return control.state()
 
     def queue_view() -> dict[str, Any]:
@@ -522,19 +516,19 @@ def control_app(control: Control) -> ASGIApp:
     @r("/api/v1/queue/move", "POST", "playback")
     async def move_queue(request: Request) -> dict[str, Any]:
         data = await json_body(request)
-        speaker.move_in_queue(
+        await speaker.move_in_queue(
             int_field(data, "from", 0, 100_000), int_field(data, "to", 0, 100_000)
         )
         return queue_view()
 
     @r("/api/v1/queue/{position:int}", "DELETE", "playback")
     async def remove_queue(request: Request) -> dict[str, Any]:
-        speaker.remove_from_queue(request.path_params["position"])
+        await speaker.remove_from_queue(request.path_params["position"])
         return queue_view()
 
     @r("/api/v1/queue", "DELETE", "playback")
     async def clear_queue(request: Request) -> dict[str, Any]:
-        speaker.clear_queue()
+        await speaker.clear_queue()
         return queue_view()
 
     @r("/api/v1/search", "GET", "read")

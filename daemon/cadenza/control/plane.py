@@ -28,6 +28,7 @@ from cadenza.cache.store import Cache
 from cadenza.net import mdns
 from cadenza.net.http import serve_http
 from cadenza.speaker import Speaker
+from cadenza.speaker.commands import SetVolume
 
 from . import settings as settings_mod
 from .auth import TokenStore
@@ -98,8 +99,7 @@ async def run_control(
     async def apply(new: Settings) -> None:
         old = control.settings
         if new.max_volume != old.max_volume:
-            speaker.max_volume = new.max_volume
-            speaker.set_volume(min(speaker.volume, new.max_volume))
+            await speaker.set_volume(None, max_volume=new.max_volume)
         if new.bitrate != old.bitrate:
             speaker.bitrate = new.bitrate  # from the next track on
         if new.cache_size != old.cache_size and cache is not None:
@@ -125,7 +125,7 @@ async def run_control(
         apply_settings=apply,
         speakers=lambda: sorted(others.values(), key=lambda s: str(s.get("name"))),
     )
-    speaker.max_volume = current.max_volume
+    speaker.submit(SetVolume(None, max_volume=current.max_volume))
     speaker.bitrate = current.bitrate
     if on_name is not None:
         on_name(current.name)

@@ -351,7 +351,7 @@ class Listener:
                 else:
                     await self._play(plays, k, k == s.first)
             if self.speaker is not None:
-                self.speaker.pause()
+                await self.speaker.pause()
                 if self.off_in_standby:
                     await trio.sleep(5)
                     self.power_off()

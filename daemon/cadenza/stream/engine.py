@@ -28,7 +28,7 @@ import trio
 
 from cadenza import blocking, net
 from cadenza.cache.store import Cache, NotCached
-from cadenza.errors import ApiErrorCode
+from cadenza.errors import ApiErrorCode, Conflict
 from cadenza.protocol import api
 from cadenza.protocol.manifest import ChunkError, Manifest, ManifestVerifier
 from cadenza.protocol.messages import Message, Priority
@@ -167,7 +167,7 @@ def choose_file(track: dict[str, Any], bitrate: int) -> FileChoice:
     """The track's file at ``bitrate``, else the nearest one below it, else the smallest."""
     files = sorted(track.get("files", ()), key=lambda f: f["bitrate"])
     if not files:
-        raise LookupError(f"track {track.get('uri')} has no audio files")
+        raise Conflict(f"track {track.get('uri')} has no audio files")
     below = [f for f in files if f["bitrate"] <= bitrate]
     f = below[-1] if below else files[0]
     return FileChoice(f["file_id"], f["size"], f["bitrate"], int(track.get("duration_ms", 0)))
@@ -259,6 +259,11 @@ class FileStream:
         """Playback has started: follow the player's position from now on."""
         self.start_ms = None
         self.poke()
+
+    def follow(self, position_ms: Callable[[], int]) -> None:
+        """Plan from this playhead from now on (a prefetched stream that became audible
+        follows the player's position instead of its own start)."""
+        self._position_ms = position_ms
 
     def poke(self) -> None:
         """The playhead moves again (resume, seek, start): plan again now, and do not take

@@ -1,0 +1,92 @@
+"""What can be asked of the speaker: one value per command.
+
+Every caller (the HTTP API, the board's buttons, the simulator's listeners, a configuration
+reload) hands one of these to the controller (:meth:`cadenza.speaker.controller.Speaker.execute`),
+the only code that acts on them. Values rather than method calls: a command can be logged,
+queued, or sent to another speaker as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cadenza.speaker.queue import Track
+
+
+@dataclass(frozen=True)
+class Command:
+    """A request to the speaker's controller."""
+
+
+@dataclass(frozen=True)
+class Play(Command):
+    """Replace the queue with ``tracks`` and play the one at ``start_index``."""
+
+    tracks: list[Track]
+    start_index: int = 0
+    position_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Next(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Previous(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Pause(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Resume(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Seek(Command):
+    position_ms: int
+
+
+@dataclass(frozen=True)
+class SetVolume(Command):
+    volume: int | None  # None: keep it (under a new ceiling)
+    max_volume: int | None = None  # a new ceiling too (settings, configuration reload)
+
+
+@dataclass(frozen=True)
+class SetRepeat(Command):
+    mode: str
+
+
+@dataclass(frozen=True)
+class SetShuffle(Command):
+    on: bool
+
+
+@dataclass(frozen=True)
+class Insert(Command):
+    """Queue ``tracks`` at ``position`` (None: at the end)."""
+
+    tracks: list[Track]
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class Move(Command):
+    source: int
+    target: int
+
+
+@dataclass(frozen=True)
+class Remove(Command):
+    index: int
+
+
+@dataclass(frozen=True)
+class Clear(Command):
+    pass

@@ -1,0 +1,64 @@
+"""Track records the speaker has seen, kept on disk so that a cached track plays with no
+network at all, also after a restart; and the summary of a record the API shows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from cadenza.speaker.queue import Track
+from cadenza.system.files import atomic_write
+
+log = logging.getLogger("cadenza.speaker")
+
+# Track records kept for offline play; the oldest are dropped past this many.
+MAX_KNOWN_TRACKS = 5000
+
+
+class KnownTracks:
+    """Track records by id, saved to ``path`` (None: in memory only) when one is new."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._tracks: dict[str, Track] = _load(path)
+
+    def get(self, track_id: str) -> Track | None:
+        return self._tracks.get(track_id)
+
+    def remember(self, record: Track) -> None:
+        if self._tracks.get(record["id"]) == record:
+            return
+        self._tracks[record["id"]] = record
+        if self.path is not None:
+            while len(self._tracks) > MAX_KNOWN_TRACKS:
+                self._tracks.pop(next(iter(self._tracks)))
+            try:
+                atomic_write(self.path, json.dumps(self._tracks))
+            except OSError as exc:
+                log.warning("cannot save %s: %s", self.path, exc)
+
+
+def _load(path: Path | None) -> dict[str, Track]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def track_summary(t: Track) -> dict[str, Any]:
+    return {
+        "uri": t.get("uri"),
+        "id": t.get("id"),
+        "title": t.get("title"),
+        "artists": [a.get("name") for a in t.get("artists", [])],
+        "album": (t.get("album") or {}).get("title"),
+        "duration_ms": t.get("duration_ms"),
+    }
