@@ -1,7 +1,7 @@
 """What can be asked of the speaker: one value per command.
 
-Every caller (the HTTP API, the board's buttons, the simulator's listeners, a configuration
-reload) hands one of these to the controller (:meth:`cadenza.speaker.controller.Speaker.execute`),
+Every caller (the HTTP API, the board's buttons, the simulator's listeners, a reload of the
+configuration) hands one of these to the controller (``Controller.execute``),
 the only code that acts on them. Values rather than method calls: a command can be logged,
 queued, or sent to another speaker as it is.
 """

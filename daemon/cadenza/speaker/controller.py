@@ -1,9 +1,9 @@
 """The speaker's controller: the one owner of what plays, as the player owns its thread.
 
 Everything that changes what the speaker does is a command (:mod:`cadenza.speaker.commands`)
-handed to one method, :meth:`Speaker.execute`, from the HTTP API, the board's buttons, the
+handed to one method, :meth:`Controller.execute`, from the HTTP API, the board's buttons, the
 simulator's listeners, or the speaker itself when a track ends; the player's events arrive at
-one other, :meth:`Speaker._on_event`. Both decide synchronously, on trio's thread, so no two
+one other, :meth:`Controller._on_event`. Both decide synchronously, on trio's thread, so no two
 decisions interleave: the queue (:class:`~cadenza.speaker.queue.PlayQueue`) says which entry,
 the controller stops what must stop, and to play an entry it opens a :class:`Start`, the one
 way a track starts. A start is the slow part: the stream is prepared
@@ -22,19 +22,16 @@ figures must not move when the code is only reorganised.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from cadenza import links
 from cadenza.cache.store import Cache
-from cadenza.errors import ApiErrorCode, Conflict, Unavailable, UnknownLink
+from cadenza.errors import Conflict
 from cadenza.player.player import (
     Buffering,
     Error,
@@ -44,13 +41,12 @@ from cadenza.player.player import (
     TrackEnded,
     TrackStarted,
 )
-from cadenza.protocol import api
 from cadenza.protocol.messages import Priority
 from cadenza.session.client import Session
 from cadenza.speaker import commands as cmd
-from cadenza.speaker.playback import Prepared, Stats, Streams
-from cadenza.speaker.queue import PlayQueue, Track
-from cadenza.speaker.tracks import KnownTracks, track_summary
+from cadenza.speaker.playback import Prepared, Streams
+from cadenza.speaker.queue import PlayQueue
+from cadenza.speaker.tracks import KnownTracks
 from cadenza.stream.engine import PeerNetwork
 from cadenza.system.config import StreamingConfig
 
@@ -58,10 +54,6 @@ log = logging.getLogger("cadenza.speaker")
 
 # How often the control plane hears that the position moved (while playing).
 POSITION_TICK = 0.25
-# Below this much audio buffered ahead of the playhead, uploads to peers pause.
-LOW_BUFFER_S = 3.0
-# Give up resolving a link after this long (the service may be down).
-RESOLVE_TIMEOUT = 10.0
 
 
 @dataclass(eq=False)
@@ -83,11 +75,10 @@ class Status(enum.StrEnum):
     BUFFERING = "buffering"  # playing, but the decoder waits for bytes
 
 
-class Speaker:
-    """Session, streams, queue and player, driven through :meth:`run`'s controller task.
-
-    The awaitable methods (``play``, ``pause``, ...) are the commands' front door: each
-    hands its command to :meth:`execute` and, for a start, waits until it is audible."""
+class Controller:
+    """What plays: the queue, the current and prefetched tracks, the status, the volume;
+    changed only by :meth:`execute` (commands), :meth:`_on_event` (the player) and the
+    starts and timer they open. :class:`~cadenza.speaker.speaker.Speaker` is its face."""
 
     def __init__(
         self,
@@ -130,187 +121,6 @@ class Speaker:
         self._starting: Start | None = None
         self._play_requested_at: dict[str, float] = {}
         self._changed = trio.Event()
-
-    # What the streams own, reachable from here (the daemon's reload, the simulator).
-    overlay = property(lambda s: s.streams.overlay, lambda s, v: setattr(s.streams, "overlay", v))
-    bitrate = property(lambda s: s.streams.bitrate, lambda s, v: setattr(s.streams, "bitrate", v))
-    policy = property(lambda s: s.streams.policy, lambda s, v: setattr(s.streams, "policy", v))
-    clock = property(lambda s: s.streams.clock, lambda s, v: setattr(s.streams, "clock", v))
-    normalisation = property(
-        lambda s: s.streams.normalisation, lambda s, v: setattr(s.streams, "normalisation", v)
-    )
-    on_prepared = property(
-        lambda s: s.streams.on_prepared, lambda s, v: setattr(s.streams, "on_prepared", v)
-    )
-    on_streamed = property(
-        lambda s: s.streams.on_streamed, lambda s, v: setattr(s.streams, "on_streamed", v)
-    )
-
-    @property
-    def queue(self) -> list[Track]:
-        return self.playlist.tracks
-
-    @property
-    def index(self) -> int:
-        return self.playlist.index
-
-    @property
-    def stats(self) -> Stats:
-        return self.streams.stats
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        return self.streams.history
-
-    def configure(self, streaming: StreamingConfig, *, bitrate: bool) -> None:
-        """New ``[streaming]`` settings, from the next stream on (``bitrate``: its bitrate
-        too, else one set over the API stands)."""
-        self.streams.streaming = streaming
-        self.streams.policy.target = streaming.stutter_target
-        if bitrate:
-            self.streams.bitrate = streaming.bitrate
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    async def run(
-        self, *, task_status: trio.TaskStatus[Speaker] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self.player.set_volume(self.volume)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._tick)
-            task_status.started(self)
-            try:
-                await trio.sleep_forever()
-            finally:
-                self.player.stop()
-
-    # --- the front door ----------------------------------------------------------------------
-
-    async def play(self, uris: list[str], position_ms: int = 0, start_index: int = 0) -> None:
-        """Replace the queue with ``uris`` (tracks; albums expand) and play the one at
-        ``start_index`` (an album context starting at its third track: 2)."""
-        tracks: list[Track] = []
-        first_offset = position_ms
-        for n, uri in enumerate(uris):
-            link = links.parse(uri)
-            if n == 0 and link.offset_ms is not None and not position_ms:
-                first_offset = link.offset_ms
-            tracks.extend(await self._resolve(link))
-        if not tracks:
-            raise UnknownLink(f"nothing to play in {uris}")
-        await self._ask(cmd.Play(tracks, start_index, first_offset))
-
-    async def add_to_queue(self, uris: list[str], position: int | None = None) -> None:
-        """Insert tracks (albums expand) at ``position`` (default: the end)."""
-        tracks: list[Track] = []
-        for uri in uris:
-            tracks.extend(await self._resolve(links.parse(uri)))
-        await self._ask(cmd.Insert(tracks, position))
-
-    async def next_track(self) -> None:
-        await self._ask(cmd.Next())
-
-    async def previous_track(self) -> None:
-        await self._ask(cmd.Previous())
-
-    async def pause(self) -> None:
-        await self._ask(cmd.Pause())
-
-    async def resume(self) -> None:
-        await self._ask(cmd.Resume())
-
-    async def seek(self, position_ms: int) -> None:
-        await self._ask(cmd.Seek(position_ms))
-
-    async def set_volume(self, volume: int | None, *, max_volume: int | None = None) -> None:
-        await self._ask(cmd.SetVolume(volume, max_volume))
-
-    async def set_repeat(self, mode: str) -> None:
-        await self._ask(cmd.SetRepeat(mode))
-
-    async def set_shuffle(self, on: bool) -> None:
-        await self._ask(cmd.SetShuffle(on))
-
-    async def move_in_queue(self, source: int, target: int) -> None:
-        await self._ask(cmd.Move(source, target))
-
-    async def remove_from_queue(self, index: int) -> None:
-        await self._ask(cmd.Remove(index))
-
-    async def clear_queue(self) -> None:
-        """Remove everything but the track playing now."""
-        await self._ask(cmd.Clear())
-
-    def submit(self, command: cmd.Command) -> None:
-        """Carry out ``command`` without waiting for a start it opens (from code that
-        cannot wait: a configuration reload)."""
-        start = self.execute(command)
-        if start is not None:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._carry_out, start)
-
-    async def _ask(self, command: cmd.Command) -> None:
-        start = self.execute(command)
-        if start is not None:
-            await self._carry_out(start, raise_errors=True)
-
-    def player_event(self, event: Event) -> None:
-        """The player's event callback (runs on the player's thread; never blocks it)."""
-        if trio.lowlevel.in_trio_task():  # a player on trio's thread (the simulator's sink)
-            self._on_event(event)
-            return
-        token = self._token
-        if token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._on_event, event)
-
-    # --- state -------------------------------------------------------------------------------
-
-    def state(self) -> dict[str, Any]:
-        cur = self.current
-        p2p = self.overlay.figures() if self.overlay is not None else None
-        return {
-            "status": self.status,
-            "track": track_summary(cur.track) if cur else None,
-            "position_ms": self.player.position_ms() if cur else 0,
-            "volume": self.volume,
-            "max_volume": self.max_volume,
-            "shuffle": self.playlist.shuffle,
-            "repeat": self.playlist.repeat,
-            "index": self.playlist.index,
-            "queue": [track_summary(t) for t in self.playlist.tracks],
-            "bytes_by_source": dict(self.stats.bytes_by_source),
-            "underruns": self.player.underruns,
-            "bad_chunks": self.stats.bad_chunks,
-            "traffic": self.streams.traffic(p2p),
-            "tracks_streamed": list(self.history),
-            "p2p": p2p,
-            "start_latency_ms": self.stats.start_latencies_ms[-10:],
-            "session": {
-                "state": self.session.status.state.value,
-                "access_point": self.session.status.access_point,
-                "error": self.session.status.error,
-                "user": self.session.status.user,
-            },
-            "error": self.error,
-        }
-
-    def traffic(self) -> dict[str, int]:
-        return self.streams.traffic()
-
-    def playback_buffer_low(self) -> bool:
-        """Our own playback is about to starve: peers must not take our bandwidth now."""
-        cur = self.current
-        if cur is None or self.status != Status.PLAYING or cur.buffer.complete:
-            return False
-        bps = cur.stream.bytes_per_second
-        playhead = int(self.player.position_ms() / 1000 * bps)
-        return cur.buffer.contiguous_from(playhead) < LOW_BUFFER_S * bps
-
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -425,13 +235,14 @@ class Speaker:
 
     def _start(self, index: int, position_ms: int) -> Start:
         """The one way a track starts: everything else stops, and a start opens."""
-        requested = self.clock()
+        requested = self.streams.clock()
         self._stop_all()
         self.playlist.index = index
         self.status = Status.LOADING
         self.error = ""
         self._notify()
-        self.streams.model.begin(self.clock())  # the clock of the throughput model starts now
+        # The clock of the throughput model starts now.
+        self.streams.model.begin(self.streams.clock())
         start = self._starting = Start(index, position_ms, requested)
         return start
 
@@ -522,8 +333,9 @@ class Speaker:
             case TrackStarted(track_key=key, first_sample_written_at=first):
                 requested = self._play_requested_at.pop(key, None)
                 if requested is not None:
-                    self.stats.start_latencies_ms.append(round((first - requested) * 1000, 1))
-                    self.stats.start_keys.append(key)
+                    stats = self.streams.stats
+                    stats.start_latencies_ms.append(round((first - requested) * 1000, 1))
+                    stats.start_keys.append(key)
                 if self.next is not None and self.next.key == key:
                     old = self.current
                     self.current, self.next = self.next, None
@@ -553,28 +365,3 @@ class Speaker:
             case _:
                 pass  # underruns: the player counts them
         self._notify()
-
-    # --- links -------------------------------------------------------------------------------
-
-    async def _resolve(self, link: links.Link) -> list[Track]:
-        if link.kind not in ("track", "album", "playlist"):
-            raise UnknownLink(f"cannot play {link} (tracks, albums and playlists)")
-        bare = links.Link(link.kind, link.id, user=link.user)  # without the #m:ss offset
-        try:
-            reply = await self.session.request(api.Lookup(str(bare)), timeout=RESOLVE_TIMEOUT)
-        except Exception as exc:
-            code = getattr(exc, "code", "")
-            if code == ApiErrorCode.NOT_FOUND:
-                raise UnknownLink(f"unknown {link.kind}: {bare}") from None
-            if code in (ApiErrorCode.UNSUPPORTED, ApiErrorCode.BAD_REQUEST):
-                raise UnknownLink(f"the service cannot resolve {bare}: {exc}") from None
-            if self.cache is not None and link.kind == "track":
-                cached = self.known.get(link.id)
-                if cached is not None:
-                    return [cached]
-            raise Unavailable(f"the service is not reachable: {exc}") from None
-        assert isinstance(reply, api.LookupReply)
-        records = [reply.record] if reply.kind == "track" else list(reply.record.get("tracks", []))
-        for r in records:
-            self.known.remember(r)
-        return records

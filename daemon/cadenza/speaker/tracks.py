@@ -1,5 +1,6 @@
-"""Track records the speaker has seen, kept on disk so that a cached track plays with no
-network at all, also after a restart; and the summary of a record the API shows."""
+"""Track records: resolving a link to them over the session, keeping those seen on disk so
+that a cached track plays with no network at all (also after a restart), and the summary of
+a record the API shows."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from cadenza import links
+from cadenza.errors import ApiErrorCode, Unavailable, UnknownLink
+from cadenza.protocol import api
+from cadenza.session.client import Session
 from cadenza.speaker.queue import Track
 from cadenza.system.files import atomic_write
 
@@ -15,6 +20,8 @@ log = logging.getLogger("cadenza.speaker")
 
 # Track records kept for offline play; the oldest are dropped past this many.
 MAX_KNOWN_TRACKS = 5000
+# Give up resolving a link after this long (the service may be down).
+RESOLVE_TIMEOUT = 10.0
 
 
 class KnownTracks:
@@ -62,3 +69,32 @@ def track_summary(t: Track) -> dict[str, Any]:
         "album": (t.get("album") or {}).get("title"),
         "duration_ms": t.get("duration_ms"),
     }
+
+
+async def resolve(
+    session: Session, known: KnownTracks, link: links.Link, *, offline: bool
+) -> list[Track]:
+    """The tracks ``link`` stands for (an album: its tracks), from the service; with
+    ``offline`` (a cache to play from), a track the service cannot be asked about now comes
+    from ``known``."""
+    if link.kind not in ("track", "album", "playlist"):
+        raise UnknownLink(f"cannot play {link} (tracks, albums and playlists)")
+    bare = links.Link(link.kind, link.id, user=link.user)  # without the #m:ss offset
+    try:
+        reply = await session.request(api.Lookup(str(bare)), timeout=RESOLVE_TIMEOUT)
+    except Exception as exc:
+        code = getattr(exc, "code", "")
+        if code == ApiErrorCode.NOT_FOUND:
+            raise UnknownLink(f"unknown {link.kind}: {bare}") from None
+        if code in (ApiErrorCode.UNSUPPORTED, ApiErrorCode.BAD_REQUEST):
+            raise UnknownLink(f"the service cannot resolve {bare}: {exc}") from None
+        if offline and link.kind == "track":
+            cached = known.get(link.id)
+            if cached is not None:
+                return [cached]
+        raise Unavailable(f"the service is not reachable: {exc}") from None
+    assert isinstance(reply, api.LookupReply)
+    records = [reply.record] if reply.kind == "track" else list(reply.record.get("tracks", []))
+    for r in records:
+        known.remember(r)
+    return records
