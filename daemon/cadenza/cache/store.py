@@ -162,6 +162,11 @@ class Cache:
     otherwise only their sizes are checked (and each file is hashed when it is opened).
 
     Raises :class:`CacheLocked` if the directory is already open.
+
+    Why one class of this length: one lock guards the index, the files on disk and the
+    size accounting together, and every method keeps the invariant that they agree (what is
+    indexed is on disk and counted); the decisions that need no lock (eviction order, capacity)
+    are already apart, in :mod:`cadenza.cache.policy`.
     """
 
     def __init__(

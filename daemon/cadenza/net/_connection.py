@@ -199,7 +199,14 @@ class Channel:
 
 
 class PeerConnection:
-    """An established, authenticated connection. Create with open_connection/serve_connections."""
+    """An established, authenticated connection. Create with open_connection/serve_connections.
+
+    Why one class of this length: it is the thin trio shell of one sans-IO
+    :class:`~cadenza.protocol.connection.Connection` (which is split into framing and channels);
+    its reader, writer, keepalive and channel streams share the sans-IO object, the table of
+    open channels, and the events that wake the writer and end the connection (admission, idle
+    and keepalive timers, refusal); splitting them would pass that state around.
+    """
 
     def __init__(
         self,

@@ -208,7 +208,14 @@ _Command = _Play | _SetNext | _Seek | _Ping | _Do
 class Player:
     """Plays :class:`Playable` tracks on ``output``. Starts its thread at once;
     :meth:`close` stops it and closes the output. ``on_event`` may also be set later (it
-    is read for every event)."""
+    is read for every event).
+
+    Why one class of this length: it owns the audio thread; every method is either that
+    thread's loop (decode, write a period, join the next track gaplessly) or a thread-safe
+    command into it, and they share the thread's state; the decoder, the output and the volume
+    curve are apart (:mod:`~cadenza.player.decoder`, :mod:`~cadenza.player.output`,
+    :mod:`~cadenza.player.volume`).
+    """
 
     def __init__(
         self,

@@ -144,6 +144,15 @@ class Turns:
 
 
 class AccessPoint:
+    """The service's front door: every speaker's connection, its login and the requests of
+    its session.
+
+    Why one class of this length: the login (throttle, turns, certificates) and the dispatch
+    of the requests a logged-in speaker may make, one short handler each, share the table of
+    sessions online and their bans; accounts, the catalogue, playlists, the tracker, storage
+    and who may connect (:mod:`cadenza.net._gate`) are apart.
+    """
+
     def __init__(
         self,
         *,

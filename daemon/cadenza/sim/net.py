@@ -562,7 +562,12 @@ class SimTransport:
 
 class SimNetwork:
     """Hosts, listeners and connections on one simulated network. Start :meth:`run` (or use
-    :meth:`running`) before connecting: it wakes the network when a flow drains or stalls."""
+    :meth:`running`) before connecting: it wakes the network when a flow drains or stalls.
+
+    Why one class of this length: hosts, listeners, flows and the event queue that paces
+    them share one virtual clock and one table of flows in progress; the simulator is the one
+    place where bandwidth is shared, and the sharing is this class.
+    """
 
     def __init__(
         self,

@@ -187,7 +187,13 @@ class StreamStats:
 
 
 class FileStream:
-    """Streams one file into a ChunkBuffer; run it with ``await nursery.start(stream.run)``."""
+    """Streams one file into a ChunkBuffer; run it with ``await nursery.start(stream.run)``.
+
+    Why one class of this length: the requests in flight, the sources, the peers' ranks
+    and the buffer of one stream are shared by its tasks (the planner and one task a request);
+    the decisions are apart and pure (:mod:`~cadenza.stream.schedule`,
+    :mod:`~cadenza.stream.peers`, :mod:`~cadenza.protocol.scheduler`).
+    """
 
     def __init__(
         self,
