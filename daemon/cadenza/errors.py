@@ -47,7 +47,8 @@ and refused; the connection carries on (though a refused login may then be follo
 GOAWAY with ``AUTHENTICATION_FAILED``). A crash in a request handler is a RESET, never an
 ``ErrorReply`` with ``internal``.
 
-The bottom layer: this module imports only the standard library and ``cadenza.protocol``.
+Just above the protocol (tests/unit/test_layering.py): this module imports only the standard
+library and ``cadenza.protocol``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ decisions interleave: the queue (:class:`~cadenza.speaker.queue.PlayQueue`) says
 the controller stops what must stop, and to play an entry it opens a :class:`Start`, the one
 way a track starts. A start is the slow part: the stream is prepared
 (:class:`~cadenza.speaker.playback.Streams`), the start decision waits for enough audio, and
-the player gets the buffer. It runs in the task of whoever asked (an HTTP request answers when
-the track is audible; an automatic advance runs in the speaker's nursery), inside a cancel
+the player gets the buffer. It runs in the task of whoever asked (an HTTP request answers once
+the player has the track; an automatic advance runs in the speaker's nursery), inside a cancel
 scope the controller owns: there is one start at a time, and the next decision cancels the one
 in flight. About ``prefetch_s`` before the end, the controller's timer prepares the next entry
 at PREFETCH priority and queues it in the player, which joins it gaplessly; when it becomes
@@ -247,8 +247,8 @@ class Controller:
         return start
 
     async def _carry_out(self, start: Start, *, raise_errors: bool = False) -> None:
-        """Prepare the stream, wait for enough audio, play: until the track is audible (and
-        a short track's successor is prefetched), or a newer decision cancels ``start``."""
+        """Prepare the stream, wait for enough audio, play: until the player has the track
+        (and a short track's successor is prefetched), or a newer decision cancels ``start``."""
         assert self._nursery is not None
         try:
             with start.scope:

@@ -3,7 +3,7 @@
 :class:`Speaker` is the :class:`~cadenza.speaker.controller.Controller` with what the rest
 of the daemon talks to: ``play`` and ``add_to_queue`` resolve links over the session
 (:mod:`cadenza.speaker.tracks`) and hand a command to ``execute``; a start is carried out in
-the caller's task, so a request answers when the track is audible. ``state()`` is what
+the caller's task, so a request answers once the player has the track. ``state()`` is what
 ``GET /api/v1/state`` shows.
 """
 
@@ -32,7 +32,7 @@ class Speaker(Controller):
     """Session, streams, queue and player: :meth:`run` in a nursery, then the commands.
 
     The awaitable methods (``play``, ``pause``, ...) are the commands' front door: each
-    hands its command to :meth:`execute` and, for a start, waits until it is audible."""
+    hands its command to :meth:`execute` and, for a start, waits until the player has it."""
 
     # What the streams own, reachable from here (the daemon's reload, the simulator).
     overlay = property(lambda s: s.streams.overlay, lambda s, v: setattr(s.streams, "overlay", v))
