@@ -404,3 +404,63 @@ def test_wrong_values_with_nothing_queued_are_cadenza_errors(tmp_path: Path) -> 
 
     run_with_one_speaker(tmp_path, body)
     assert wrong == []
+
+
+# --- commands while a start is loading ---------------------------------------------------------
+
+
+def test_a_pause_while_loading_holds_when_the_track_is_ready_and_resume_plays_it(
+    tmp_path: Path,
+) -> None:
+    async def body(swarm: Swarm, listener: Listener, sp: Speaker) -> None:
+        player = listener.player
+        assert player is not None
+        streaming = trio.Event()
+        watch_prepared(sp, streaming)
+        (uri,) = long_tracks(swarm, 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sp.play, [uri])
+            await streaming.wait()
+            assert sp.status == Status.LOADING
+            await sp.pause()
+            assert sp.status == Status.PAUSED
+        # The start has finished: the player has the track, paused; nothing has played.
+        assert sp.current is not None and sp.current.track["uri"] == uri
+        assert sp.status == Status.PAUSED and player.state == "paused"
+        await trio.sleep(5)
+        assert player.position_ms() == 0
+        await sp.resume()
+        assert sp.status == Status.PLAYING
+        await trio.sleep(5)
+        assert player.position_ms() > 0
+
+    run_with_one_speaker(tmp_path, body)
+
+
+def test_queue_edits_while_loading_keep_the_entry_being_started(tmp_path: Path) -> None:
+    async def body(swarm: Swarm, listener: Listener, sp: Speaker) -> None:
+        sp.policy = NeverSure()
+        first, second, third = long_tracks(swarm, 3)
+        starts: list[Any] = []
+
+        async def play() -> None:
+            await sp.play([first, second])
+            starts.append(sp.current)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(play)
+            while sp.status != Status.LOADING:  # the links resolved, the decision made
+                await sp.wait_changed()
+            assert sp.index == 0 and sp.current is None  # its stream is not there yet
+            # Removing the entry being started is refused, as for the one playing.
+            with pytest.raises(Conflict):
+                await sp.remove_from_queue(0)
+            # An entry queued before it: the one being started is still the one asked for.
+            await sp.add_to_queue([third], 0)
+            assert sp.index == 1 and sp.queue[1]["uri"] == first
+            await sp.move_in_queue(1, 2)
+            assert sp.index == 2 and sp.queue[2]["uri"] == first
+        assert starts and starts[0] is not None and starts[0].track["uri"] == first
+        assert sp.index == 2 and sp.current is not None and sp.current.index == 2
+
+    run_with_one_speaker(tmp_path, body)

@@ -45,7 +45,7 @@ from cadenza.protocol.messages import Priority
 from cadenza.session.client import Session
 from cadenza.speaker import commands as cmd
 from cadenza.speaker.playback import Prepared, Streams
-from cadenza.speaker.queue import PlayQueue
+from cadenza.speaker.queue import PlayQueue, Track
 from cadenza.speaker.tracks import KnownTracks
 from cadenza.stream.engine import PeerNetwork
 from cadenza.system.config import StreamingConfig
@@ -149,7 +149,9 @@ class Controller:
                 self._notify()
             case cmd.Resume() if self.status == Status.PAUSED:
                 self.player.resume()
-                self.status = Status.PLAYING
+                # Paused while it loaded: loading again, and the start plays it when ready.
+                loading = self._starting is not None and self.current is None
+                self.status = Status.LOADING if loading else Status.PLAYING
                 self._poke_streams()
                 self._notify()
             case cmd.Pause() | cmd.Resume():
@@ -179,28 +181,36 @@ class Controller:
                 for p in (self.current, self.next):
                     if p is not None:
                         p.index += shift
-                self._upcoming_changed()
+                self._follow_current()
             case cmd.Move(source=source, target=target):
-                cur = self.current
-                q.move(source, target, cur.track if cur is not None else None)
-                if cur is not None:
-                    cur.index = q.index
-                self._upcoming_changed()
+                q.move(source, target, self._current_entry())
+                self._follow_current()
             case cmd.Remove(index=index):
-                before = q.index
-                q.remove(index, playing=self.current is not None)
-                if q.index != before and self.current is not None:
-                    self.current.index = q.index
-                self._upcoming_changed()
+                q.remove(index, playing=self._current_entry() is not None)
+                self._follow_current()
             case cmd.Clear():
-                keep = self.current is not None and 0 <= q.index < len(q)
+                keep = self._current_entry() is not None and 0 <= q.index < len(q)
                 q.clear(playing=keep)
-                if keep and self.current is not None:
-                    self.current.index = 0
-                self._upcoming_changed()
+                self._follow_current()
             case _:
                 raise TypeError(f"not a speaker command: {c!r}")
         return None
+
+    def _current_entry(self) -> Track | None:
+        """The queue entry playing or being started (None: neither)."""
+        if self.current is not None:
+            return self.current.track
+        if self._starting is not None and 0 <= self.playlist.index < len(self.playlist):
+            return self.playlist.tracks[self.playlist.index]
+        return None
+
+    def _follow_current(self) -> None:
+        """The queue changed around the entry playing (or starting): its index follows it."""
+        if self.current is not None:
+            self.current.index = self.playlist.index
+        if self._starting is not None:
+            self._starting.index = self.playlist.index
+        self._upcoming_changed()
 
     def _poke_streams(self) -> None:
         """The playhead moves (again): the streams plan from its new place at once."""
@@ -258,6 +268,7 @@ class Controller:
                 if start.scope.cancel_called:  # a newer decision came while it started
                     prepared.cancel()
                     return
+                prepared.index = start.index  # the queue may have changed around it meanwhile
                 self.current = prepared
                 self._play_requested_at[prepared.key] = start.requested
                 await self.streams.wait_start(
@@ -265,9 +276,13 @@ class Controller:
                 )
                 if self.current is not prepared:
                     return
+                paused = self.status == Status.PAUSED  # paused while it loaded: stays paused
                 self.player.play(self.streams.item(prepared), start.position_ms)
                 prepared.stream.playing()
-                self.status = Status.PLAYING
+                if paused:
+                    self.player.pause()
+                else:
+                    self.status = Status.PLAYING
                 self._notify()
                 duration = int(prepared.track.get("duration_ms", 0))
                 left_ms = duration - start.position_ms

@@ -56,7 +56,7 @@ class PlayQueue:
             self._rng.shuffle(rest)
             tracks = [tracks[start_index], *rest]
             start_index = 0
-        self.tracks = tracks
+        self.tracks = list(tracks)  # ours: the caller's list is left as it was
         return start_index
 
     def following(self, index: int, *, user: bool = False) -> int | None:
