@@ -33,7 +33,7 @@ import re
 import sys
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -559,18 +559,7 @@ def _via_loopback(target: Target) -> Target:
     local = probe(f"http://127.0.0.1:{target.port}")
     if local is None or local.id != target.id:
         return target
-    return Target(
-        local.url,
-        name=target.name,
-        id=target.id,
-        model=target.model,
-        pairing=target.pairing,
-        api=target.api,
-        instance=target.instance,
-        addresses=target.addresses,
-        port=target.port,
-        api_path=target.api_path,
-    )
+    return replace(target, url=local.url)
 
 
 def resolve_speaker(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
@@ -686,32 +675,31 @@ def _set_volume(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status(api: Api, args: argparse.Namespace) -> int:
-    state = api.call("GET", "/state")
-    if args.json:
-        _print_json(state)
-    else:
-        print(format_status(state))
-    return EXIT_OK
+_Action = Callable[[Api, argparse.Namespace], int]
 
 
-def _queue(api: Api, args: argparse.Namespace) -> int:
-    view = api.call("GET", "/queue")
-    if args.json:
-        _print_json(view)
-    else:
-        print(format_queue(view))
-    return EXIT_OK
+def _show(path: str, format: Callable[[Mapping[str, Any]], str]) -> _Action:
+    """An action that GETs ``path`` and prints it as JSON (``--json``) or ``format``ted."""
+
+    def show(api: Api, args: argparse.Namespace) -> int:
+        found = api.call("GET", path)
+        if args.json:
+            _print_json(found)
+        else:
+            print(format(found))
+        return EXIT_OK
+
+    return show
 
 
-_ACTIONS: dict[str, Callable[[Api, argparse.Namespace], int]] = {
+_ACTIONS: dict[str, _Action] = {
     "play": _play,
     "pause": _simple,
     "resume": _simple,
     "next": _simple,
     "volume": _set_volume,
-    "status": _status,
-    "queue": _queue,
+    "status": _show("/state", format_status),
+    "queue": _show("/queue", format_queue),
 }
 
 

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
 
 from cadenza import __version__
+
+
+def _add_documented(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    doc: str | None,
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows ``doc`` (its module's docstring) as written."""
+    return sub.add_parser(
+        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,11 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cadenza {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo",
-        help="a service and a speaker on this machine, playing music",
-        description=demo_cli.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    demo = _add_documented(
+        sub, "demo", "a service and a speaker on this machine, playing music", demo_cli.__doc__
     )
     demo_cli.add_demo_arguments(demo)
 
@@ -41,43 +52,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH")
     from cadenza.sim import cli as swarm_cli
 
-    swarm = bench_sub.add_parser(
+    swarm = _add_documented(
+        bench_sub,
         "swarm",
-        help="thousands of speakers on a simulated network: the paper's table",
-        description=swarm_cli.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "thousands of speakers on a simulated network: the paper's table",
+        swarm_cli.__doc__,
     )
     swarm_cli.add_arguments(swarm)
     return parser
 
 
+# command -> (module, function taking the parsed arguments)
+_SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("cadenza.cli.demo", "run"),
+    "serve": ("cadenza.cli.service", "serve_main"),
+    "ingest": ("cadenza.cli.ingest", "ingest_main"),
+    "user": ("cadenza.cli.service", "user_main"),
+    "playlist": ("cadenza.cli.service", "playlist_main"),
+    "ban": ("cadenza.cli.service", "ban_main"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from cadenza.cli.demo import run
-
+    if args.command in _SUBCOMMANDS:
+        # Imported on use: each command's dependencies load only when it runs.
+        module, function = _SUBCOMMANDS[args.command]
+        run: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), function
+        )
         return run(args)
-    if args.command == "serve":
-        from cadenza.cli.service import serve_main
-
-        return serve_main(args)
-    if args.command == "ingest":
-        from cadenza.cli.ingest import ingest_main
-
-        return ingest_main(args)
-    if args.command == "user":
-        from cadenza.cli.service import user_main
-
-        return user_main(args)
-    if args.command == "playlist":
-        from cadenza.cli.service import playlist_main
-
-        return playlist_main(args)
-    if args.command == "ban":
-        from cadenza.cli.service import ban_main
-
-        return ban_main(args)
     if args.command == "bench" and args.bench == "swarm":
         from cadenza.sim import cli as swarm_cli
 

@@ -12,8 +12,12 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from cadenza.service.db import Database
 
 DATA_ENV = "CADENZA_DATA"
 DEFAULT_DATA = "cadenza-data"
@@ -21,6 +25,15 @@ DEFAULT_DATA = "cadenza-data"
 
 def data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data or os.environ.get(DATA_ENV) or DEFAULT_DATA)
+
+
+def _open_db(args: argparse.Namespace) -> Database:
+    """The service's database in the data directory, which is made if missing."""
+    from cadenza.service.db import Database
+
+    data = data_dir(args)
+    data.mkdir(parents=True, exist_ok=True)
+    return Database(data / "service.db")
 
 
 def add_data_argument(parser: argparse.ArgumentParser) -> None:
@@ -156,11 +169,8 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def user_main(args: argparse.Namespace) -> int:
     from cadenza.service.accounts import AccountError, Accounts
-    from cadenza.service.db import Database
 
-    data = data_dir(args)
-    data.mkdir(parents=True, exist_ok=True)
-    db = Database(data / "service.db")
+    db = _open_db(args)
     accounts = Accounts(db)
     try:
         cmd = args.user_command
@@ -243,12 +253,9 @@ def _tracks(n: int) -> str:
 def playlist_main(args: argparse.Namespace) -> int:
     from cadenza import links
     from cadenza.service.catalog import NotFound, UnsupportedLink
-    from cadenza.service.db import Database
     from cadenza.service.playlists import Playlists
 
-    data = data_dir(args)
-    data.mkdir(parents=True, exist_ok=True)
-    db = Database(data / "service.db")
+    db = _open_db(args)
     playlists = Playlists(db)
     try:
         cmd = args.playlist_command

@@ -221,6 +221,23 @@ def _strict(required: list[str], **props: Any) -> dict[str, Any]:
     return _body(required, **props) | {"additionalProperties": False}
 
 
+def _link_or_links(**props: Any) -> list[dict[str, Any]]:
+    """Bodies naming one playable link (``uri``) or several (``uris``), with ``props``."""
+    return [
+        _strict(["uri"], uri=_ref("PlayableLink"), **props),
+        _strict(
+            ["uris"],
+            uris={
+                "type": "array",
+                "items": _ref("PlayableLink"),
+                "minItems": 1,
+                "maxItems": MAX_LINKS,
+            },
+            **props,
+        ),
+    ]
+
+
 def _q(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
@@ -237,17 +254,7 @@ def document(version: str) -> dict[str, Any]:
     position = {"type": "integer", "minimum": 0, "maximum": 86_400_000}
     uri_or_uris = {
         "oneOf": [
-            _strict(["uri"], uri=_ref("PlayableLink"), position_ms=position),
-            _strict(
-                ["uris"],
-                uris={
-                    "type": "array",
-                    "items": _ref("PlayableLink"),
-                    "minItems": 1,
-                    "maxItems": MAX_LINKS,
-                },
-                position_ms=position,
-            ),
+            *_link_or_links(position_ms=position),
             _strict(
                 ["context"],
                 context=_ref("AlbumLink"),
@@ -332,23 +339,9 @@ def document(version: str) -> dict[str, Any]:
                     "Add links (albums expand) at a position (default: the end)",
                     queue,
                     body={
-                        "oneOf": [
-                            _strict(
-                                ["uri"],
-                                uri=_ref("PlayableLink"),
-                                position={"type": "integer", "minimum": 0, "maximum": 100_000},
-                            ),
-                            _strict(
-                                ["uris"],
-                                uris={
-                                    "type": "array",
-                                    "items": _ref("PlayableLink"),
-                                    "minItems": 1,
-                                    "maxItems": MAX_LINKS,
-                                },
-                                position={"type": "integer", "minimum": 0, "maximum": 100_000},
-                            ),
-                        ]
+                        "oneOf": _link_or_links(
+                            position={"type": "integer", "minimum": 0, "maximum": 100_000}
+                        )
                     },
                 ),
                 "delete": _op("Clear the queue (the playing track stays)", queue),

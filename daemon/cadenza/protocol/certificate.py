@@ -332,15 +332,7 @@ class CertificateVerifier:
 
 
 def _decode(data: bytes) -> MembershipCertificate:
-    try:
-        body, signature, fields = envelope.open_envelope(
-            data, what="certificate", version=VERSION, max_size=MAX_CERT_SIZE
-        )
-    except envelope.Malformed as exc:
-        raise _malformed(str(exc)) from None
-    problem = _field_problem(fields)
-    if problem is not None:
-        raise _malformed(f"certificate {problem}")
+    body, signature, fields = _ENVELOPE.open(data)
     raw_endpoint = fields.get(_ENDPOINT)
     return MembershipCertificate(
         peer_id=fields[_PEER_ID],
@@ -402,6 +394,9 @@ def _is_timestamp(value: object) -> TypeGuard[int]:
 
 def _malformed(message: str) -> CertificateError:
     return CertificateError(Reason.MALFORMED, message)
+
+
+_ENVELOPE = envelope.Kind("certificate", VERSION, MAX_CERT_SIZE, _field_problem, _malformed)
 
 
 def _raw(public_key: Ed25519PublicKey) -> bytes:

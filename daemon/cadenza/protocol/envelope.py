@@ -9,6 +9,8 @@ the caller turns into its own error type.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -83,3 +85,28 @@ def open_envelope(
     if not isinstance(fields, dict):
         raise Malformed(f"{what} body is not a map")
     return body, signature, fields
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One kind of signed document: its name in messages, version and size limit, what is
+    wrong with a body's fields (or ``None``), and the caller's error for bad bytes."""
+
+    what: str
+    version: int
+    max_size: int
+    field_problem: Callable[[dict[str, Any]], str | None]
+    error: Callable[[str], Exception]
+
+    def open(self, data: object) -> tuple[bytes, bytes, dict[str, Any]]:
+        """:func:`open_envelope`, then the field check; every problem is ``error``."""
+        try:
+            body, signature, fields = open_envelope(
+                data, what=self.what, version=self.version, max_size=self.max_size
+            )
+        except Malformed as exc:
+            raise self.error(str(exc)) from None
+        problem = self.field_problem(fields)
+        if problem is not None:
+            raise self.error(f"{self.what} {problem}")
+        return body, signature, fields

@@ -356,15 +356,7 @@ class ManifestVerifier:
 
 
 def _decode(data: bytes) -> Manifest:
-    try:
-        body, signature, fields = envelope.open_envelope(
-            data, what="manifest", version=VERSION, max_size=MAX_MANIFEST_SIZE
-        )
-    except envelope.Malformed as exc:
-        raise _malformed(str(exc)) from None
-    problem = _field_problem(fields)
-    if problem is not None:
-        raise _malformed(f"manifest {problem}")
+    body, signature, fields = _ENVELOPE.open(data)
     packed: bytes = fields[_HASHES]
     return Manifest(
         file_id=fields[_ROOT].hex(),
@@ -420,3 +412,6 @@ def _byte_view(data: bytes | memoryview) -> memoryview:
 
 def _malformed(message: str) -> ManifestError:
     return ManifestError(ManifestReason.MALFORMED, message)
+
+
+_ENVELOPE = envelope.Kind("manifest", VERSION, MAX_MANIFEST_SIZE, _field_problem, _malformed)

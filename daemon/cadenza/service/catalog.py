@@ -22,9 +22,9 @@ import re
 import sqlite3
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
 
 from cadenza import links
 from cadenza.service.db import Database, transaction
@@ -162,40 +162,50 @@ class UnsupportedLink(LookupError):
 # -- records ---------------------------------------------------------------------------
 
 
+class _Record:
+    """A record whose JSON form is its fields in order; a nested record or a tuple of
+    them becomes its JSON form (a list for a tuple)."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: _json(getattr(self, f.name)) for f in fields(self)}
+
+
+def _json(value: object) -> object:
+    if isinstance(value, _Record):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_json(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
-class ArtistRef:
+class ArtistRef(_Record):
     id: str
     name: str
     uri: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "uri": self.uri}
-
 
 @dataclass(frozen=True, slots=True)
-class AlbumRef:
+class AlbumRef(_Record):
     id: str
     title: str
     uri: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "uri": self.uri}
-
 
 @dataclass(frozen=True, slots=True)
-class FileRef:
+class FileRef(_Record):
     """One encoded file of a track: Ogg Vorbis at a nominal bitrate, named by content."""
 
     bitrate: int  # nominal kbps
     file_id: str  # root of the SHA-256 hash tree, 64 lowercase hex digits
     size: int  # bytes
 
-    def to_json(self) -> dict[str, Any]:
-        return {"bitrate": self.bitrate, "file_id": self.file_id, "size": self.size}
-
 
 @dataclass(frozen=True, slots=True)
-class Track:
+class Track(_Record):
     id: str
     uri: str
     title: str
@@ -210,26 +220,9 @@ class Track:
     peak_dbfs: float | None
     files: tuple[FileRef, ...]  # by ascending bitrate
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "uri": self.uri,
-            "title": self.title,
-            "artists": [a.to_json() for a in self.artists],
-            "album": self.album.to_json(),
-            "disc": self.disc,
-            "number": self.number,
-            "duration_ms": self.duration_ms,
-            "sample_rate": self.sample_rate,
-            "channels": self.channels,
-            "loudness_lufs": self.loudness_lufs,
-            "peak_dbfs": self.peak_dbfs,
-            "files": [f.to_json() for f in self.files],
-        }
-
 
 @dataclass(frozen=True, slots=True)
-class Album:
+class Album(_Record):
     """An album; ``tracks`` (by disc, then number) is empty in search results."""
 
     id: str
@@ -239,19 +232,9 @@ class Album:
     year: int | None
     tracks: tuple[Track, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "uri": self.uri,
-            "title": self.title,
-            "artists": [a.to_json() for a in self.artists],
-            "year": self.year,
-            "tracks": [t.to_json() for t in self.tracks],
-        }
-
 
 @dataclass(frozen=True, slots=True)
-class Artist:
+class Artist(_Record):
     """An artist; ``albums`` and ``top_tracks`` are empty in search results."""
 
     id: str
@@ -259,15 +242,6 @@ class Artist:
     name: str
     albums: tuple[AlbumRef, ...]
     top_tracks: tuple[Track, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "uri": self.uri,
-            "name": self.name,
-            "albums": [a.to_json() for a in self.albums],
-            "top_tracks": [t.to_json() for t in self.top_tracks],
-        }
 
 
 # -- text keys -------------------------------------------------------------------------
@@ -391,6 +365,13 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _rows(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> Iterator[sqlite3.Row]:
+    """The rows of ``sql`` for all of ``ids``, a batch at a time; ``{marks}`` in ``sql``
+    stands for a batch's placeholders."""
+    for batch in _batches(ids):
+        yield from conn.execute(sql.format(marks=_marks(len(batch))), batch)
+
+
 STATS_KEYS = ("tracks", "albums", "artists", "files", "bytes")
 
 
@@ -492,13 +473,7 @@ class Catalog:
         uri = _uri(kind, link.id)
 
         def query(conn: sqlite3.Connection) -> Track | Album | Artist:
-            found: Sequence[Track | Album | Artist]
-            if kind == "track":
-                found = _load_tracks(conn, [link.id])
-            elif kind == "album":
-                found = _load_albums(conn, [link.id], full=True)
-            else:
-                found = _load_artists(conn, [link.id], full=True)
+            found = _load(conn, kind, [link.id], full=True)
             if not found:
                 raise NotFound(uri)
             return found[0]
@@ -731,16 +706,16 @@ def _load_tracks(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Track]:
 
 def _album_artists(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[ArtistRef]]:
     out: dict[str, list[ArtistRef]] = {}
-    for batch in _batches(ids):
-        for row in conn.execute(
-            "SELECT aa.album_id, a.id, a.name FROM catalog_album_artists aa"
-            " JOIN catalog_artists a ON a.id = aa.artist_id"
-            f" WHERE aa.album_id IN ({_marks(len(batch))}) ORDER BY aa.album_id, aa.position",
-            batch,
-        ):
-            out.setdefault(row[0], []).append(
-                ArtistRef(row["id"], row["name"], _uri("artist", row["id"]))
-            )
+    for row in _rows(
+        conn,
+        "SELECT aa.album_id, a.id, a.name FROM catalog_album_artists aa"
+        " JOIN catalog_artists a ON a.id = aa.artist_id"
+        " WHERE aa.album_id IN ({marks}) ORDER BY aa.album_id, aa.position",
+        ids,
+    ):
+        out.setdefault(row[0], []).append(
+            ArtistRef(row["id"], row["name"], _uri("artist", row["id"]))
+        )
     return out
 
 
@@ -754,53 +729,57 @@ def _load_albums(conn: sqlite3.Connection, ids: Sequence[str], *, full: bool) ->
     """Albums in the order of ``ids``; with their tracks if ``full``."""
     artists = _album_artists(conn, ids)
     albums: dict[str, Album] = {}
-    for batch in _batches(ids):
-        for row in conn.execute(
-            f"SELECT id, title, year FROM catalog_albums WHERE id IN ({_marks(len(batch))})",
-            batch,
-        ):
-            tracks: tuple[Track, ...] = ()
-            if full:
-                track_ids = [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT t.id FROM catalog_tracks t WHERE t.album_id = ?"
-                        f" ORDER BY {_TRACK_ORDER}",
-                        (row["id"],),
-                    )
-                ]
-                tracks = tuple(_load_tracks(conn, track_ids))
-            albums[row["id"]] = Album(
-                id=row["id"],
-                uri=_uri("album", row["id"]),
-                title=row["title"],
-                artists=tuple(artists.get(row["id"], ())),
-                year=row["year"],
-                tracks=tracks,
-            )
+    for row in _rows(conn, "SELECT id, title, year FROM catalog_albums WHERE id IN ({marks})", ids):
+        tracks: tuple[Track, ...] = ()
+        if full:
+            track_ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT t.id FROM catalog_tracks t WHERE t.album_id = ?"
+                    f" ORDER BY {_TRACK_ORDER}",
+                    (row["id"],),
+                )
+            ]
+            tracks = tuple(_load_tracks(conn, track_ids))
+        albums[row["id"]] = Album(
+            id=row["id"],
+            uri=_uri("album", row["id"]),
+            title=row["title"],
+            artists=tuple(artists.get(row["id"], ())),
+            year=row["year"],
+            tracks=tracks,
+        )
     return [albums[id] for id in ids if id in albums]
 
 
 def _load_artists(conn: sqlite3.Connection, ids: Sequence[str], *, full: bool) -> list[Artist]:
     """Artists in the order of ``ids``; with albums and top tracks if ``full``."""
     artists: dict[str, Artist] = {}
-    for batch in _batches(ids):
-        for row in conn.execute(
-            f"SELECT id, name FROM catalog_artists WHERE id IN ({_marks(len(batch))})", batch
-        ):
-            albums: tuple[AlbumRef, ...] = ()
-            top: tuple[Track, ...] = ()
-            if full:
-                albums = _artist_albums(conn, row["id"])
-                top = tuple(_load_tracks(conn, _top_track_ids(conn, row["id"])))
-            artists[row["id"]] = Artist(
-                id=row["id"],
-                uri=_uri("artist", row["id"]),
-                name=row["name"],
-                albums=albums,
-                top_tracks=top,
-            )
+    for row in _rows(conn, "SELECT id, name FROM catalog_artists WHERE id IN ({marks})", ids):
+        albums: tuple[AlbumRef, ...] = ()
+        top: tuple[Track, ...] = ()
+        if full:
+            albums = _artist_albums(conn, row["id"])
+            top = tuple(_load_tracks(conn, _top_track_ids(conn, row["id"])))
+        artists[row["id"]] = Artist(
+            id=row["id"],
+            uri=_uri("artist", row["id"]),
+            name=row["name"],
+            albums=albums,
+            top_tracks=top,
+        )
     return [artists[id] for id in ids if id in artists]
+
+
+def _load(
+    conn: sqlite3.Connection, kind: SearchKind, ids: Sequence[str], *, full: bool
+) -> list[Track | Album | Artist]:
+    """Records of ``kind`` in the order of ``ids``; albums and artists whole if ``full``."""
+    if kind == "track":
+        return list(_load_tracks(conn, ids))
+    if kind == "album":
+        return list(_load_albums(conn, ids, full=full))
+    return list(_load_artists(conn, ids, full=full))
 
 
 def _artist_albums(conn: sqlite3.Connection, artist_id: str) -> tuple[AlbumRef, ...]:
@@ -879,12 +858,4 @@ def _search(
         " LIMIT ? OFFSET ?",
         (expression, key, limit, offset),
     )
-    ids = [row[0] for row in rows]
-    results: list[Track | Album | Artist]
-    if table.kind == "track":
-        results = list(_load_tracks(conn, ids))
-    elif table.kind == "album":
-        results = list(_load_albums(conn, ids, full=False))
-    else:
-        results = list(_load_artists(conn, ids, full=False))
-    return results, total
+    return _load(conn, table.kind, [row[0] for row in rows], full=False), total

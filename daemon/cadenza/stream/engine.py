@@ -68,7 +68,29 @@ class ChunkSource(Protocol):
     ) -> AsyncIterator[tuple[int, memoryview | bytes]]: ...
 
 
-class ServiceSource:
+class _GetChunksSource:
+    """A source that answers GetChunks on a channel; subclasses say where the channel opens."""
+
+    name: str
+
+    def _channel(self, priority: int) -> contextlib.AbstractAsyncContextManager[net.Channel]:
+        raise NotImplementedError
+
+    async def fetch(
+        self, file_id: str, first: int, count: int, priority: int
+    ) -> AsyncIterator[tuple[int, memoryview | bytes]]:
+        async with self._channel(priority) as ch:
+            await ch.send(api.GetChunks(file_id, first, count), end=True)
+            async for item in ch:
+                if isinstance(item, net.Bulk):
+                    yield item.index, item.data
+                elif isinstance(item, Message):
+                    raise net.RequestFailed(
+                        getattr(item, "code", "error"), getattr(item, "message", "")
+                    )
+
+
+class ServiceSource(_GetChunksSource):
     """Chunks from the access point (GetChunks on a channel at the request's priority)."""
 
     name = "service"
@@ -77,21 +99,11 @@ class ServiceSource:
         self.session = session
         self.timeout = timeout
 
-    async def fetch(
-        self, file_id: str, first: int, count: int, priority: int
-    ) -> AsyncIterator[tuple[int, memoryview | bytes]]:
-        async with self.session.open_channel(priority, timeout=self.timeout) as ch:
-            await ch.send(api.GetChunks(file_id, first, count), end=True)
-            async for item in ch:
-                if isinstance(item, net.Bulk):
-                    yield item.index, item.data
-                elif isinstance(item, Message):
-                    raise net.RequestFailed(
-                        getattr(item, "code", "error"), getattr(item, "message", "")
-                    )
+    def _channel(self, priority: int) -> contextlib.AbstractAsyncContextManager[net.Channel]:
+        return self.session.open_channel(priority, timeout=self.timeout)
 
 
-class PeerSource:
+class PeerSource(_GetChunksSource):
     """Chunks from a peer that holds the file whole (GetChunks on its connection)."""
 
     name = "peer"
@@ -99,18 +111,11 @@ class PeerSource:
     def __init__(self, link: Any) -> None:
         self.link = link
 
-    async def fetch(
-        self, file_id: str, first: int, count: int, priority: int
-    ) -> AsyncIterator[tuple[int, memoryview | bytes]]:
-        async with self.link.conn.open_channel(priority) as ch:
-            await ch.send(api.GetChunks(file_id, first, count), end=True)
-            async for item in ch:
-                if isinstance(item, net.Bulk):
-                    yield item.index, item.data
-                elif isinstance(item, Message):
-                    raise net.RequestFailed(
-                        getattr(item, "code", "error"), getattr(item, "message", "")
-                    )
+    def _channel(self, priority: int) -> contextlib.AbstractAsyncContextManager[net.Channel]:
+        channel: contextlib.AbstractAsyncContextManager[net.Channel] = self.link.conn.open_channel(
+            priority
+        )
+        return channel
 
 
 class DownloadCredit(Protocol):
