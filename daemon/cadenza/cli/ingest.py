@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from cadenza.cli import positive_int
 from cadenza.cli.service import add_data_argument, data_dir
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         "-j",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_JOBS,
         metavar="N",
         help=f"files prepared at once, each with three encoders (default {DEFAULT_JOBS})",
@@ -193,16 +194,6 @@ def _clock(seconds: float) -> str:
 
 def _s(n: int) -> str:
     return "" if n == 1 else "s"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 if __name__ == "__main__":

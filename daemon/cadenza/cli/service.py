@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from cadenza.cli import positive_int
+
 if TYPE_CHECKING:
     from cadenza.service.db import Database
 
@@ -206,13 +208,7 @@ def user_main(args: argparse.Namespace) -> int:
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: positions start at 1")
-    return value
+    return positive_int(text, word="number", too_small="{value}: positions start at 1")
 
 
 def add_playlist_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -283,19 +282,20 @@ class CertificateVerifier:
             self._verified.move_to_end(data)
         else:
             cert = _decode(data)
-            signing_key = self._trusted.get(cert.signer)
-            if signing_key is None:
-                raise CertificateError(
+            signing_key = envelope.signed_by(
+                self._trusted,
+                cert.signer,
+                cert.signature,
+                SIGNATURE_DOMAIN + cert.body,
+                unknown=lambda: CertificateError(
                     Reason.UNKNOWN_SIGNER,
                     f"certificate signed by unknown key {cert.signer.hex()}",
-                )
-            try:
-                signing_key.verify(cert.signature, SIGNATURE_DOMAIN + cert.body)
-            except InvalidSignature:
-                raise CertificateError(
+                ),
+                bad=lambda: CertificateError(
                     Reason.BAD_SIGNATURE,
                     f"certificate signature does not verify with key {cert.signer.hex()}",
-                ) from None
+                ),
+            )
             if type(data) is bytes:
                 self._verified[data] = (cert, signing_key)
                 if len(self._verified) > VERIFIED_KEPT:

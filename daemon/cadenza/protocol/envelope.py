@@ -9,11 +9,13 @@ the caller turns into its own error type.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import LocalProtocolError
 
@@ -110,3 +112,25 @@ class Kind:
         if problem is not None:
             raise self.error(f"{self.what} {problem}")
         return body, signature, fields
+
+
+def signed_by(
+    trusted: Mapping[bytes, Ed25519PublicKey],
+    signer: bytes,
+    signature: bytes,
+    signed: bytes,
+    *,
+    unknown: Callable[[], Exception],
+    bad: Callable[[], Exception],
+) -> Ed25519PublicKey:
+    """The trusted key ``signer`` names, once ``signature`` over ``signed`` verifies with it;
+    raises what ``unknown`` (no such trusted key) or ``bad`` (the signature does not verify)
+    make, so each kind of envelope says it in its own words."""
+    key = trusted.get(signer)
+    if key is None:
+        raise unknown()
+    try:
+        key.verify(signature, signed)
+    except InvalidSignature:
+        raise bad() from None
+    return key

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -322,19 +321,20 @@ class ManifestVerifier:
             raise LocalProtocolError(f"{file_id!r} is not a file id (64 lower-case hex digits)")
         manifest = _decode(data)
 
-        signing_key = self._trusted.get(manifest.signer)
-        if signing_key is None:
-            raise ManifestError(
+        envelope.signed_by(
+            self._trusted,
+            manifest.signer,
+            manifest.signature,
+            SIGNATURE_DOMAIN + manifest.body,
+            unknown=lambda: ManifestError(
                 ManifestReason.UNKNOWN_SIGNER,
                 f"manifest of {manifest.file_id} signed by unknown key {manifest.signer.hex()}",
-            )
-        try:
-            signing_key.verify(manifest.signature, SIGNATURE_DOMAIN + manifest.body)
-        except InvalidSignature:
-            raise ManifestError(
+            ),
+            bad=lambda: ManifestError(
                 ManifestReason.BAD_SIGNATURE,
                 f"manifest signature does not verify with key {manifest.signer.hex()}",
-            ) from None
+            ),
+        )
 
         if file_id is not None and manifest.file_id != file_id:
             raise ManifestError(

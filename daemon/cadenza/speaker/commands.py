@@ -27,24 +27,20 @@ class Play(Command):
     position_ms: int = 0
 
 
-@dataclass(frozen=True)
 class Next(Command):
-    pass
+    """Skip to the entry after the current one (repeat "one" does not hold a skip)."""
 
 
-@dataclass(frozen=True)
 class Previous(Command):
-    pass
+    """Back to the start of this entry, or to the one before in its first 3 s."""
 
 
-@dataclass(frozen=True)
 class Pause(Command):
-    pass
+    """Hold playback (also while a start is loading: it holds when ready)."""
 
 
-@dataclass(frozen=True)
 class Resume(Command):
-    pass
+    """Go on after a pause."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +83,5 @@ class Remove(Command):
     index: int
 
 
-@dataclass(frozen=True)
 class Clear(Command):
-    pass
+    """Remove every entry but the one playing."""
