@@ -80,6 +80,11 @@ def test_it_fsyncs_the_file_then_the_folder(
     monkeypatch.setattr(files.os, "fsync", spy)
     atomic_write(tmp_path / "x", b"1")
     assert synced == ["file", "dir"]
+    # Not durable: the same atomic replacement, no fsync at all.
+    synced.clear()
+    atomic_write(tmp_path / "x", b"2", durable=False)
+    assert synced == [] and (tmp_path / "x").read_bytes() == b"2"
+    assert [f.name for f in tmp_path.iterdir()] == ["x"]  # no temp file left
 
 
 def test_modes(tmp_path: Path) -> None:

@@ -42,7 +42,9 @@ class KnownTracks:
             while len(self._tracks) > MAX_KNOWN_TRACKS:
                 self._tracks.pop(next(iter(self._tracks)))
             try:
-                atomic_write(self.path, json.dumps(self._tracks))
+                # Not durable: the records come back with the next lookup, and an fsync here
+                # would hold the event loop (and the start of the track) for milliseconds.
+                atomic_write(self.path, json.dumps(self._tracks), durable=False)
             except OSError as exc:
                 log.warning("cannot save %s: %s", self.path, exc)
 

@@ -34,8 +34,13 @@ def atomic_write(
     *,
     mode: int | None = None,
     tmp_dir: Path | None = None,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` by ``data`` (``str`` is written as UTF-8) atomically and durably.
+
+    ``durable=False`` leaves out the two fsyncs: still atomic (a reader sees the old file or
+    the new, whole), but a power cut may take the change back; for what can be fetched again
+    and is written on the event loop's thread, where an fsync would stall everything.
 
     ``mode``: the new file's permissions (before the umask), e.g. ``0o600`` for secrets; by
     default those of the file being replaced, or ``0o666`` less the umask for a new file, as
@@ -65,7 +70,8 @@ def atomic_write(
             if keep is not None:
                 os.fchmod(fd, keep)
             _write_all(fd, data.encode() if isinstance(data, str) else data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -73,7 +79,8 @@ def atomic_write(
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_new(path: Path, data: bytes | bytearray | memoryview, mode: int = 0o644) -> None:
