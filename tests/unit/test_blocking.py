@@ -25,6 +25,7 @@ def _thread() -> int:
 
 
 async def test_runs_in_a_worker_thread() -> None:
+    assert not blocking._inline, "a test before this one left the simulator's inline mode on"
     assert await blocking.run_sync(_thread) != threading.get_ident()
     limiter = trio.CapacityLimiter(1)
     assert await blocking.run_sync(_thread, limiter=limiter) != threading.get_ident()

@@ -291,7 +291,7 @@ class Connection:
         """Bytes on the peer's channels not yet consumed (see budget.py)."""
         return self._allowance.held
 
-    # --- reached into by tests/unit/test_protocol_connection.py, to misbehave like a broken peer ----------
+    # --- reached into by tests/unit/test_protocol_connection.py, to misbehave like a broken peer
 
     @property
     def _channels(self) -> dict[int, _Channel]:

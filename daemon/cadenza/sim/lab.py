@@ -173,4 +173,5 @@ def run_lab(
         swarm.db.close()
         return result
     finally:
+        blocking.run_inline(False)  # the process may go on (a test): threads again
         shutil.rmtree(tmp, ignore_errors=True)

@@ -641,6 +641,7 @@ def run_scenario(
         if gc_was_enabled:
             gc.enable()
         gc.unfreeze()
+        blocking.run_inline(False)  # the process may go on (a test): threads again
         shutil.rmtree(tmp, ignore_errors=True)
 
 
